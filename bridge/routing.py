@@ -1,0 +1,126 @@
+"""Event -> destination and key (pure).
+
+Destinations are one per family and major version, never one per symbol.
+Names are templates: ``{family}`` expands to the event's family and ``{key}``
+to the record key (only for sinks that want per-key streams).
+Keys: market data, book and bars by conid; orders and executions by orderId;
+PnL and account events by account alias (which defaults to the account id);
+gateway and bridge lifecycle on one key so consumers see them in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from bridge.events import (
+    AccountLedger,
+    AccountProperties,
+    AccountSummary,
+    Bars,
+    BookLadder,
+    Bulletin,
+    DeadLetter,
+    Event,
+    EventClass,
+    Execution,
+    Notification,
+    Order,
+    Pnl,
+    Quote,
+)
+
+DEFAULT_DESTINATIONS: dict[str, str] = {
+    "marketdata": "ibkr.marketdata.v1",
+    "book": "ibkr.book.v1",
+    "bars": "ibkr.bars.v1",
+    "orders": "ibkr.orders.v1",
+    "executions": "ibkr.executions.v1",
+    "pnl": "ibkr.pnl.v1",
+    "account": "ibkr.account.v1",
+    "notifications": "ibkr.notifications.v1",
+    "bridge": "ibkr.bridge.v1",
+    "dlq": "ibkr.dlq.v1",
+}
+
+GATEWAY_KEY = "gateway"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    destination: str
+    key: bytes
+
+
+def _conid(event: Event) -> str:
+    return str(event.conid)  # type: ignore[attr-defined]
+
+
+def _execution_key(event: Event) -> str:
+    assert isinstance(event, Execution)
+    return str(event.order_id) if event.order_id is not None else event.execution_id
+
+
+def _notification_key(event: Event) -> str:
+    assert isinstance(event, Notification | Bulletin)
+    return event.id or "notification"
+
+
+def _dead_letter_key(event: Event) -> str:
+    assert isinstance(event, DeadLetter)
+    return event.topic or "dlq"
+
+
+class Router:
+    """Decides where each event goes and under which key; ``None`` means not published."""
+
+    def __init__(
+        self,
+        destinations: Mapping[str, str] | None = None,
+        account_aliases: Mapping[str, str] | None = None,
+        publish_internal: bool = False,
+    ) -> None:
+        self._templates = {**DEFAULT_DESTINATIONS, **(destinations or {})}
+        self._aliases = dict(account_aliases or {})
+        self._publish_internal = publish_internal
+        self._static = {
+            family: t.replace("{family}", family) for family, t in self._templates.items() if "{key}" not in t
+        }
+        self._key_of: dict[type[Event], Callable[[Event], str]] = {
+            Quote: _conid,
+            BookLadder: _conid,
+            Bars: _conid,
+            Order: lambda e: str(e.order_id),  # type: ignore[attr-defined]
+            Execution: _execution_key,
+            Pnl: self._account_key,
+            AccountSummary: self._account_key,
+            AccountLedger: self._account_key,
+            AccountProperties: self._properties_key,
+            Notification: _notification_key,
+            Bulletin: _notification_key,
+            DeadLetter: _dead_letter_key,
+        }
+
+    def alias(self, account: str) -> str:
+        return self._aliases.get(account, account)
+
+    def _account_key(self, event: Event) -> str:
+        return self.alias(event.account)  # type: ignore[attr-defined]
+
+    def _properties_key(self, event: Event) -> str:
+        assert isinstance(event, AccountProperties)
+        return self.alias(event.selected_account or "accounts")
+
+    def key(self, event: Event) -> str:
+        key_of = self._key_of.get(type(event))
+        return key_of(event) if key_of is not None else GATEWAY_KEY
+
+    def route(self, event: Event) -> Route | None:
+        if event.CLASS is EventClass.INTERNAL and not self._publish_internal:
+            return None
+        family = event.FAMILY
+        key = self.key(event)
+        destination = self._static.get(family)
+        if destination is None:
+            destination = self._templates[family].replace("{family}", family).replace("{key}", key)
+        return Route(destination, key.encode())
