@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -24,10 +27,85 @@ def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(command=sim_cli.run)
 
 
+SAMPLE_SESSION = Path(__file__).parent / "data" / "sample-session.jsonl"
+
+
+def _wall_clock() -> Iterator[int]:
+    while True:
+        yield time.time_ns()
+
+
+def _normalize(args: argparse.Namespace) -> int:
+    from bridge.replay import ReplayStats, fixed_clock, read_frames, replay
+
+    if args.sample:
+        source: BinaryIO = SAMPLE_SESSION.open("rb")
+    elif args.input and args.input != "-":
+        try:
+            source = open(args.input, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            print(f"ibkr-bridge normalize: cannot read --input {args.input}: {exc.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        source = sys.stdin.buffer
+    clock = fixed_clock(args.epoch_ms) if args.epoch_ms is not None else _wall_clock()
+    stats = ReplayStats() if args.stats else None
+    out = sys.stdout.buffer
+    try:
+        for envelopes in replay(read_frames(source), clock, stats=stats):
+            if args.group:
+                out.write(b"[" + b",".join(envelopes) + b"]\n")
+            else:
+                out.writelines(e + b"\n" for e in envelopes)
+    except BrokenPipeError:
+        return EXIT_OK
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
+    out.flush()
+    if stats is not None:
+        print(stats.render(), file=sys.stderr)
+    return EXIT_OK
+
+
+def _add_normalize(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "normalize",
+        help="turn recorded gateway frames (one per line) into CloudEvents JSON lines",
+        description="Read raw gateway frames, one frame's exact text per line, from stdin or --input; "
+        "write one CloudEvents structured-mode JSON object per event per line. "
+        "Malformed frames become dead-letter events; the exit code is 0 unless the usage is wrong.",
+    )
+    parser.add_argument("--input", "-i", metavar="FILE", help="read frames from FILE instead of stdin")
+    parser.add_argument("--sample", action="store_true", help="replay the bundled sample session")
+    parser.add_argument("--group", action="store_true", help="one output line per input line: a JSON array")
+    parser.add_argument(
+        "--stats", action="store_true", help="print counts per event type and per outcome to stderr"
+    )
+    parser.add_argument(
+        "--epoch-ms", type=int, metavar="MS", help="deterministic receive clock: line N is received at MS+N"
+    )
+    parser.set_defaults(command=_normalize)
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from bridge.schemagen import write_schemas
+
+    written = write_schemas(Path(args.out))
+    print(f"wrote {len(written)} schemas to {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _add_schemas(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("schemas", help="export the JSON Schema of every event type")
+    parser.add_argument("--out", required=True, metavar="DIR", help="directory for the <type>.json files")
+    parser.set_defaults(command=_schemas)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ibkr-bridge", description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
-    for add in (_add_sim,):
+    for add in (_add_normalize, _add_schemas, _add_sim):
         try:
             add(sub)
         except ImportError:  # a command whose module is not built yet is simply absent

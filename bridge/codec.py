@@ -104,11 +104,15 @@ def event_id(event: Event) -> str:
     return id_of(event) if id_of is not None else f"{type(event).__name__.lower()}:{_digest(event)}"
 
 
+_TIME_FIELDS = ("updated_ms", "timestamp_ms", "trade_time_ms", "at_ms")
+
+
 def event_time_ms(event: Event, received_ns: int) -> int:
     """The event's own time where the gateway gives one, else when the bridge received it."""
-    updated = getattr(event, "updated_ms", None)
-    if isinstance(updated, int):
-        return updated
+    for name in _TIME_FIELDS:
+        value = getattr(event, name, None)
+        if type(value) is int:
+            return value
     return received_ns // 1_000_000
 
 

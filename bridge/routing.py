@@ -56,6 +56,12 @@ def _conid(event: Event) -> str:
     return str(event.conid)  # type: ignore[attr-defined]
 
 
+def _quote_key(event: Event) -> str:
+    """Conid; combos (spread conid 0) are keyed by their conidEx so each keeps its own order."""
+    assert isinstance(event, Quote)
+    return str(event.conid) if event.conid or not event.conid_ex else event.conid_ex
+
+
 def _execution_key(event: Event) -> str:
     assert isinstance(event, Execution)
     return str(event.order_id) if event.order_id is not None else event.execution_id
@@ -87,7 +93,7 @@ class Router:
             family: t.replace("{family}", family) for family, t in self._templates.items() if "{key}" not in t
         }
         self._key_of: dict[type[Event], Callable[[Event], str]] = {
-            Quote: _conid,
+            Quote: _quote_key,
             BookLadder: _conid,
             Bars: _conid,
             Order: lambda e: str(e.order_id),  # type: ignore[attr-defined]

@@ -1,0 +1,429 @@
+"""Frame -> events (pure). Never raises; every frame yields at least one event.
+
+Routing follows reference §1.5 (``wire.classify``). Market data is merged per
+conid: each :class:`Quote` carries the full last-known state plus the names
+that changed. A frame that changes nothing (the duplicated first snapshot, a
+repeated ``tic`` reply, the second copy of an execution) yields a
+:class:`Control` saying so. Anything that cannot be interpreted yields a
+:class:`DeadLetter` carrying the raw bytes and the reason; one bad element of a
+multi-element frame does not spoil the others.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from bridge.events import (
+    AuthStatus,
+    Bulletin,
+    Control,
+    ControlKind,
+    DeadLetter,
+    Event,
+    GatewayError,
+    Heartbeat,
+    MarketDataAvailability,
+    Notification,
+    Quote,
+    Scalar,
+    SystemLogin,
+    TickleReply,
+)
+from bridge.gateway import wire
+from bridge.gateway.account import AccountState
+from bridge.gateway.fields import (
+    MARKET_DATA_FIELDS,
+    Kind,
+    Unparsed,
+    decode_availability,
+    split_prefix,
+    to_bool,
+    to_float,
+    to_int,
+    to_text,
+)
+from bridge.gateway.history import book_ladder, historical_bars
+from bridge.gateway.trading import ElementError, ExecutionLedger, OrderBook
+
+_QUOTE_IDENTITY = frozenset({"topic", "conid", "conidEx", "_updated", "server_id", "6119", "6509"})
+_STS_KEYS = ("authenticated", "competing", "connected", "established")
+_STS_TEXT = {"message": "message", "fail": "fail", "serverName": "server_name",
+             "serverVersion": "server_version", "username": "username"}  # fmt: skip
+
+
+@dataclass(slots=True)
+class _QuoteState:
+    values: dict[str, Scalar] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    conid_ex: str | None = None
+    server_id: str | None = None
+    updated_ms: int | None = None
+    revision: int = 0
+    last_is_prior_close: bool = False
+    halted: bool = False
+    availability: MarketDataAvailability | None = None
+    snapshot_pending: bool = True
+
+
+def raw_text(data: bytes | str) -> tuple[str, str]:
+    """The raw frame for a dead letter: (text, "utf-8") or (base64, "base64")."""
+    if isinstance(data, str):
+        return data, "utf-8"
+    try:
+        return bytes(data).decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(bytes(data)).decode("ascii"), "base64"
+
+
+class Normalizer:
+    """Turns gateway frames into events, holding the merged per-key state."""
+
+    def __init__(self) -> None:
+        self._quotes: dict[str, _QuoteState] = {}
+        self._orders = OrderBook()
+        self._executions = ExecutionLedger()
+        self._accounts = AccountState()
+        self._last_tic: Any = None
+        self.repaired_utf8_frames = 0
+        self._handlers: dict[wire.FrameKind, Callable[[dict[str, Any]], list[Event]]] = {
+            wire.FrameKind.ERROR: self._error,
+            wire.FrameKind.CONTROL: self._control,
+            wire.FrameKind.SYSTEM: self._system,
+            wire.FrameKind.STS: self._sts,
+            wire.FrameKind.ACT: lambda obj: [self._accounts.properties(_object(obj.get("args")))],
+            wire.FrameKind.BLT: self._bulletin,
+            wire.FrameKind.NTF: self._notification,
+            wire.FrameKind.TIC: self._tic,
+        }
+
+    # ------------------------------------------------------------------------------ session hooks
+
+    def expect_snapshot(self, target: int | str) -> None:
+        """An ``smd`` was (re)sent for this target (a conid, ``conid@EXCH`` or a combo):
+        flag its next frame as a snapshot."""
+        state = self._quotes.get(str(target))
+        if state is not None:
+            state.snapshot_pending = True
+
+    def connection_reset(self) -> None:
+        """A new socket: market data starts again from fresh snapshots; orders and fills are kept."""
+        self._quotes.clear()
+        self._last_tic = None
+
+    # ---------------------------------------------------------------------------------- frames
+
+    def normalize(self, data: bytes | str, received_ns: int) -> list[Event]:
+        if data == b"ech+hb" or data == "ech+hb":
+            return [Control(ControlKind.ECHO, None, text="ech+hb")]
+        decoded = wire.decode_frame(data)
+        obj = decoded.obj
+        if obj is None:
+            return [self._dead(data, received_ns, decoded.outcome.value, decoded.error)]
+        if decoded.outcome is wire.DecodeOutcome.REPAIRED_UTF8:
+            self.repaired_utf8_frames += 1
+        try:
+            kind, topic = wire.classify(obj)
+            if kind is wire.FrameKind.DATA:
+                assert topic is not None
+                events = self._data(topic, obj, data, received_ns)
+            elif kind is wire.FrameKind.UNKNOWN_TOPIC:
+                events = [self._dead(data, received_ns, "unknown_topic", None, obj.get("topic"))]
+            else:
+                events = self._handlers[kind](obj)
+        except (ElementError, Unparsed, ValueError, TypeError, KeyError, AttributeError) as exc:
+            topic_name = obj.get("topic")
+            return [self._dead(data, received_ns, "uninterpretable", repr(exc), topic_name)]
+        return events or [Control(ControlKind.UNCHANGED, _topic_name(obj))]
+
+    def _dead(
+        self, data: bytes | str, received_ns: int, reason: str, error: str | None, topic: Any = None
+    ) -> DeadLetter:
+        text, encoding = raw_text(data)
+        return DeadLetter(
+            reason=reason,
+            stage="normalize",
+            raw=text,
+            raw_encoding=encoding,
+            received_ns=received_ns,
+            topic=topic if isinstance(topic, str) else None,
+            error=error,
+        )
+
+    def _data(
+        self, topic: wire.Topic, obj: dict[str, Any], data: bytes | str, received_ns: int
+    ) -> list[Event]:
+        channel = topic.channel
+        if channel == "md":
+            return [self._quote(topic, obj)]
+        if channel == "or":
+            return self._elements(obj, "args", self._orders.apply, data, received_ns)
+        if channel == "tr":
+            args = obj.get("args")
+            if args == []:
+                return [Control(ControlKind.SUBSCRIPTION_ACK, "str")]
+            return self._elements(obj, "args", self._executions.apply, data, received_ns)
+        if channel == "pl":
+            rows = _object(obj.get("args"))
+            return [e for key, row in rows.items() if (e := self._accounts.pnl(key, row)) is not None]
+        if channel in ("sd", "ld"):
+            account = topic.target or ""
+            apply = self._accounts.summary if channel == "sd" else self._accounts.ledger
+            return self._elements(obj, "result", lambda row: apply(account, row), data, received_ns)
+        if channel == "bd":
+            return [book_ladder(topic, obj)]
+        return [historical_bars(topic, obj)]
+
+    def _elements(
+        self,
+        obj: dict[str, Any],
+        key: str,
+        apply: Callable[[Mapping[str, Any]], Event | None],
+        data: bytes | str,
+        received_ns: int,
+    ) -> list[Event]:
+        items = obj.get(key)
+        if isinstance(items, Mapping):
+            items = [items]
+        if not isinstance(items, list):
+            raise ElementError(f"{key} is not a list")
+        events: list[Event] = []
+        for item in items:
+            try:
+                if not isinstance(item, Mapping):
+                    raise ElementError(f"{key} element is not an object")
+                event = apply(item)
+            except (ElementError, Unparsed) as exc:
+                element = orjson.dumps(item).decode() if _encodable(item) else raw_text(data)[0]
+                events.append(self._dead(element, received_ns, "uninterpretable_element", str(exc),
+                                         obj.get("topic")))  # fmt: skip
+                continue
+            if event is not None:
+                events.append(event)
+        return events
+
+    # ---------------------------------------------------------------------------- market data
+
+    def _quote(self, topic: wire.Topic, obj: dict[str, Any]) -> Event:
+        # State is keyed by the echoed target, so venue-qualified and combo streams stay apart;
+        # combos carry spread conid 0 (reference §2.1).
+        target = topic.target or str(obj.get("conid", ""))
+        conid = to_int(obj.get("conid"))
+        if conid is None:
+            conid = _conid_from_target(target)
+        state = self._quotes.get(target)
+        if state is None:
+            state = self._quotes[target] = _QuoteState()
+        changed = self._merge_quote(state, obj)
+        updated = obj.get("_updated")
+        updated_ms = updated if type(updated) is int else to_int(updated)
+        if not changed and (not state.snapshot_pending or not state.values):
+            kind = ControlKind.DUPLICATE if state.values else ControlKind.EMPTY_UPDATE
+            return Control(kind, _topic_name(obj))
+        state.revision = state.revision + 1 if updated_ms == state.updated_ms and updated_ms else 0
+        state.updated_ms = updated_ms
+        snapshot, state.snapshot_pending = state.snapshot_pending, False
+        return Quote(
+            conid,
+            state.conid_ex,
+            updated_ms,
+            state.server_id,
+            snapshot,
+            tuple(changed),
+            dict(state.values),
+            state.revision,
+            state.last_is_prior_close,
+            state.halted,
+            state.availability,
+            dict(state.extra) if state.extra else {},
+        )
+
+    def _merge_quote(self, state: _QuoteState, obj: dict[str, Any]) -> list[str]:
+        changed: list[str] = []
+        values = state.values
+        for key, raw in obj.items():
+            spec = MARKET_DATA_FIELDS.get(key)
+            if spec is None:
+                if key in _QUOTE_IDENTITY:
+                    self._quote_identity(state, key, raw, changed)
+                elif state.extra.get(key, _MISSING) != raw:
+                    state.extra[key] = raw
+                    changed.append(key)
+                continue
+            name, kind = spec
+            if kind is Kind.PRICE:
+                prefix, raw = split_prefix(raw)
+                if key == "31":
+                    self._last_flags(state, prefix, changed)
+            try:
+                value = _PARSERS[kind](raw)
+            except Unparsed:
+                value = None
+                if state.extra.get(key, _MISSING) != raw:
+                    state.extra[key] = raw
+                    changed.append(key)
+            if values.get(name, _MISSING) != value:
+                values[name] = value
+                changed.append(name)
+        return changed
+
+    @staticmethod
+    def _last_flags(state: _QuoteState, prefix: str, changed: list[str]) -> None:
+        prior_close, halted = prefix == "C", prefix == "H"
+        if prior_close != state.last_is_prior_close:
+            state.last_is_prior_close = prior_close
+            changed.append("last_is_prior_close")
+        if halted != state.halted:
+            state.halted = halted
+            changed.append("halted")
+
+    @staticmethod
+    def _quote_identity(state: _QuoteState, key: str, raw: Any, changed: list[str]) -> None:
+        if key == "conidEx":
+            state.conid_ex = to_text(raw)
+        elif key in ("server_id", "6119"):
+            state.server_id = to_text(raw) or state.server_id
+        elif key == "6509":
+            availability = decode_availability(raw)
+            if availability != state.availability:
+                state.availability = availability
+                changed.append("availability")
+
+    # ------------------------------------------------------------------------ session frames
+
+    @staticmethod
+    def _error(obj: dict[str, Any]) -> list[Event]:
+        if "error" in obj:
+            message, code = obj["error"], obj.get("code")
+        else:
+            args = obj.get("args")
+            message = args.get("message", args) if isinstance(args, Mapping) else args
+            code = args.get("code") if isinstance(args, Mapping) else None
+        text = message if isinstance(message, str) else orjson.dumps(message).decode()
+        extra = {k: v for k, v in obj.items() if k not in ("error", "code", "topic")}
+        try:
+            code_number = to_int(code)
+        except Unparsed:
+            code_number, extra["code"] = None, code
+        topic = obj.get("topic")
+        return [GatewayError(text, code_number, topic if isinstance(topic, str) else None, extra)]
+
+    @staticmethod
+    def _control(obj: dict[str, Any]) -> list[Event]:
+        message = obj.get("message")
+        if isinstance(message, str):
+            if message == "waiting for session":
+                return [Control(ControlKind.WAITING_FOR_SESSION, None, text=message)]
+            if message.startswith("Unsubscribed"):
+                server_id = message.partition(" ")[2] or None
+                return [Control(ControlKind.UNSUBSCRIBED, None, text=message, server_id=server_id)]
+            return [Control(ControlKind.MESSAGE, None, text=message)]
+        result = obj.get("result")
+        if isinstance(result, str):
+            return [Control(ControlKind.RESULT, None, text=result)]
+        raise ElementError("topic-less frame with neither message nor result")
+
+    @staticmethod
+    def _system(obj: dict[str, Any]) -> list[Event]:
+        if "hb" in obj:
+            return [Heartbeat(to_int(obj["hb"]))]
+        success = obj.get("success")
+        if isinstance(success, str):
+            return [SystemLogin(success, to_bool(obj.get("isFT")), to_bool(obj.get("isPaper")))]
+        message = obj.get("message")
+        if isinstance(message, str):
+            return [Control(ControlKind.MESSAGE, "system", text=message)]
+        raise ElementError("system frame with neither hb nor success")
+
+    @staticmethod
+    def _sts(obj: dict[str, Any]) -> list[Event]:
+        args = _object(obj.get("args"))
+        flags = {k: to_bool(args[k]) for k in _STS_KEYS if k in args}
+        texts = {name: to_text(args[k]) for k, name in _STS_TEXT.items() if k in args}
+        return [AuthStatus(**flags, **texts)]  # type: ignore[arg-type]
+
+    def _tic(self, obj: dict[str, Any]) -> list[Event]:
+        last = obj.get("lastAccessed")
+        if last is not None and last == self._last_tic:
+            return [Control(ControlKind.DUPLICATE, "tic")]
+        self._last_tic = last
+        return [TickleReply(to_bool(obj.get("alive")), to_text(obj.get("id")), to_int(last))]
+
+    @staticmethod
+    def _notification(obj: dict[str, Any]) -> list[Event]:
+        args = obj.get("args")
+        items = args if isinstance(args, list) else [args]
+        events: list[Event] = []
+        for item in items:
+            item = _object(item)
+            extra = {k: v for k, v in item.items() if k not in ("id", "text", "title", "url")}
+            texts = [_text_or_none(item.get(k)) for k in ("id", "text", "title", "url")]
+            events.append(Notification(texts[0], texts[1], texts[2], texts[3], extra))
+        return events
+
+    @staticmethod
+    def _bulletin(obj: dict[str, Any]) -> list[Event]:
+        args = obj.get("args")
+        items = args if isinstance(args, list) else [args]
+        events: list[Event] = []
+        for item in items:
+            item = _object(item)
+            extra = {k: v for k, v in item.items() if k not in ("id", "message")}
+            events.append(Bulletin(_text_or_none(item.get("id")), _text_or_none(item.get("message")), extra))
+        return events
+
+    # ------------------------------------------------------------------------- reconciliation
+
+    def reconcile_order(self, row: Mapping[str, Any]) -> Event | None:
+        """Apply a REST order row after a gap; an Order marked reconciled, or None if nothing changed."""
+        return self._orders.apply(row, reconciled=True)
+
+    def reconcile_execution(self, row: Mapping[str, Any]) -> Event | None:
+        """Apply a REST trade row after a gap; None when that execution was already published."""
+        event = self._executions.apply(row, reconciled=True)
+        return None if isinstance(event, Control) else event
+
+
+_MISSING = object()
+_PARSERS: dict[Kind, Callable[[Any], Scalar]] = {
+    Kind.PRICE: to_float,
+    Kind.NUMBER: to_float,
+    Kind.INT: to_int,
+    Kind.TEXT: to_text,
+    Kind.FLAG01: to_bool,
+}
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ElementError(f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def _text_or_none(value: Any) -> str | None:
+    try:
+        return to_text(value)
+    except Unparsed:
+        return orjson.dumps(value).decode()
+
+
+def _topic_name(obj: Mapping[str, Any]) -> str | None:
+    topic = obj.get("topic")
+    return topic if isinstance(topic, str) else None
+
+
+def _conid_from_target(target: str) -> int:
+    head = target.split("@", 1)[0].split(";", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def _encodable(item: Any) -> bool:
+    try:
+        orjson.dumps(item)
+    except TypeError:
+        return False
+    return True
