@@ -8,8 +8,11 @@ same id as the live copy of the same state:
   frame in the same millisecond and ``:s`` for a snapshot;
 - executions: ``<execution_id>``, and ``<execution_id>:commission`` for the
   copy that adds the commission (an update, not a duplicate);
-- orders, PnL, ledger, properties, notifications: key plus a digest of the state;
-- lifecycle and dead letters: their kind/reason, time and a digest.
+- orders: account, orderId, status, filled quantity and a digest of the full state;
+- summary and ledger rows: account, key, the row's timestamp and a digest;
+- everything else (PnL, status, notifications, lifecycle, dead letters): the type,
+  the event time and a digest, so a state that returns to an earlier value later
+  is a new event, not a duplicate.
 """
 
 from __future__ import annotations
@@ -26,10 +29,8 @@ from bridge.events import (
     AccountSummary,
     Bars,
     BookLadder,
-    DeadLetter,
     Event,
     Execution,
-    Lifecycle,
     Order,
     Quote,
 )
@@ -71,16 +72,6 @@ def _summary_id(event: Event) -> str:
     return f"{event.account}:{event.key}:{event.timestamp_ms}:{_digest(event)}"
 
 
-def _lifecycle_id(event: Event) -> str:
-    assert isinstance(event, Lifecycle)
-    return f"{event.kind}:{event.at_ms}:{_digest(event)}"
-
-
-def _dead_letter_id(event: Event) -> str:
-    assert isinstance(event, DeadLetter)
-    return f"dlq:{event.received_ns}:{_digest(event)}"
-
-
 def _conid_digest(event: Event) -> str:
     assert isinstance(event, BookLadder | Bars)
     return f"{event.conid}:{_digest(event)}"
@@ -92,16 +83,14 @@ _ID_OF: dict[type[Event], Callable[[Event], str]] = {
     Order: _order_id,
     AccountSummary: _summary_id,
     AccountLedger: _summary_id,
-    Lifecycle: _lifecycle_id,
-    DeadLetter: _dead_letter_id,
     BookLadder: _conid_digest,
     Bars: _conid_digest,
 }
 
 
-def event_id(event: Event) -> str:
+def event_id(event: Event, time_ms: int) -> str:
     id_of = _ID_OF.get(type(event))
-    return id_of(event) if id_of is not None else f"{type(event).__name__.lower()}:{_digest(event)}"
+    return id_of(event) if id_of is not None else f"{type(event).__name__.lower()}:{time_ms}:{_digest(event)}"
 
 
 _TIME_FIELDS = ("updated_ms", "timestamp_ms", "trade_time_ms", "at_ms")
@@ -143,7 +132,7 @@ def encode(event: Event, route: Route, ctx: EnvelopeContext, received_ns: int) -
     time_ms = event_time_ms(event, received_ns)
     attributes: tuple[tuple[str, str | int], ...] = (
         ("specversion", SPEC_VERSION),
-        ("id", event_id(event)),
+        ("id", event_id(event, time_ms)),
         ("source", ctx.source),
         ("type", event.TYPE),
         ("time", ctx.time_text(time_ms)),

@@ -298,13 +298,13 @@ class Normalizer:
     @staticmethod
     def _error(obj: dict[str, Any]) -> list[Event]:
         if "error" in obj:
-            message, code = obj["error"], obj.get("code")
+            message, code = obj["error"], obj.get("code", obj.get("statusCode"))
         else:
             args = obj.get("args")
             message = args.get("message", args) if isinstance(args, Mapping) else args
             code = args.get("code") if isinstance(args, Mapping) else None
         text = message if isinstance(message, str) else orjson.dumps(message).decode()
-        extra = {k: v for k, v in obj.items() if k not in ("error", "code", "topic")}
+        extra = {k: v for k, v in obj.items() if k not in ("error", "code", "statusCode", "topic")}
         try:
             code_number = to_int(code)
         except Unparsed:

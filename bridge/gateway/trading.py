@@ -117,6 +117,7 @@ class OrderBook:
         if account is None:
             raise ElementError(f"order {order_id} without acct")
         self._account_of[order_id] = account
+        is_new = (account, order_id) not in self._orders
         state = self._orders.setdefault((account, order_id), {"extra": {}})
         updates = _parse_known(element, ORDER_KEYS)
         self._fill_from_size_and_fills(updates)
@@ -128,7 +129,7 @@ class OrderBook:
             if raw_key not in ORDER_KEYS and raw_key not in _ORDER_IDENTITY and extra.get(raw_key) != value:
                 extra[raw_key] = value
                 changed.append(raw_key)
-        if not changed:
+        if not changed and not is_new:
             return None
         fields = {k: v for k, v in state.items() if k != "extra"}
         return Order(account, order_id, tuple(changed), reconciled, extra=dict(extra), **fields)

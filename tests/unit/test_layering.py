@@ -1,0 +1,65 @@
+"""Pure modules import no asyncio, no client library and no metrics; adapters never import each other."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2] / "bridge"
+PURE = ["events", "codec", "routing", "backoff", "config", "errors", "schemagen", "replay",
+        "gateway/wire", "gateway/normalizer", "gateway/fields", "gateway/trading", "gateway/account",
+        "gateway/history", "gateway/protocol", "sinks/base"]  # fmt: skip
+FORBIDDEN = {"asyncio", "aiohttp", "aiokafka", "redis", "websockets", "prometheus_client", "socket",
+             "bridge.metrics", "bridge.sinks.kafka", "bridge.sinks.redis", "bridge.app", "time"}  # fmt: skip
+ADAPTERS = ["sinks/kafka", "sinks/redis", "sinks/memory", "sinks/stdout", "gateway/connection", "gateway/rest"]
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def violates(module: str, forbidden: set[str]) -> bool:
+    return any(module == f or module.startswith(f + ".") for f in forbidden)
+
+
+EXISTING_PURE = [name for name in PURE if (ROOT / f"{name}.py").exists()]
+
+
+def test_the_core_pure_modules_exist() -> None:
+    assert set(CORE) <= set(EXISTING_PURE)
+
+
+@pytest.mark.parametrize("name", EXISTING_PURE)
+def test_pure_module_imports_no_io_client_or_metrics(name: str) -> None:
+    path = ROOT / f"{name}.py"
+    bad = sorted(m for m in imported_modules(path) if violates(m, FORBIDDEN))
+    assert not bad, f"bridge/{name}.py imports {bad}"
+
+
+@pytest.mark.parametrize("name", [a for a in ADAPTERS if (ROOT / f"{a}.py").exists()])
+def test_adapters_never_import_each_other(name: str) -> None:
+    path = ROOT / f"{name}.py"
+    others = {"bridge." + a.replace("/", ".") for a in ADAPTERS if a != name}
+    bad = sorted(m for m in imported_modules(path) if violates(m, others))
+    assert not bad, f"bridge/{name}.py imports {bad}"
+
+
+def test_only_the_composition_root_names_concrete_sinks() -> None:
+    concrete = {"bridge.sinks.kafka", "bridge.sinks.redis"}
+    offenders = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
+                 if p.name not in ("app.py", "cli.py") and not p.match("sinks/*")
+                 and any(violates(m, concrete) for m in imported_modules(p))]  # fmt: skip
+    assert not offenders, f"{offenders} name concrete sinks; only app.py may"
+
+
+CORE = {"events", "codec", "routing", "errors", "schemagen", "replay", "gateway/wire", "gateway/normalizer",
+          "gateway/fields", "gateway/trading", "gateway/account", "gateway/history", "sinks/base"}  # fmt: skip
