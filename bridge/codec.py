@@ -17,14 +17,20 @@ same id as the live copy of the same state:
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import hashlib
-from collections.abc import Callable
+import types
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
 from bridge.events import (
+    EVENT_TYPE_BY_NAME,
     AccountLedger,
     AccountSummary,
     Bars,
@@ -94,13 +100,14 @@ def event_id(event: Event, time_ms: int) -> str:
 
 
 _TIME_FIELDS = ("updated_ms", "timestamp_ms", "trade_time_ms", "at_ms")
+_MAX_TIME_MS = 32_503_680_000_000  # year 3000: a gateway time beyond it is garbage, not a time
 
 
 def event_time_ms(event: Event, received_ns: int) -> int:
-    """The event's own time where the gateway gives one, else when the bridge received it."""
+    """The event's own time where the gateway gives a plausible one, else when the bridge received it."""
     for name in _TIME_FIELDS:
         value = getattr(event, name, None)
-        if type(value) is int:
+        if type(value) is int and 0 <= value < _MAX_TIME_MS:
             return value
     return received_ns // 1_000_000
 
@@ -116,45 +123,97 @@ class EnvelopeContext:
     source: str = "urn:ibkr-bridge:gateway"
     session_epoch: int = 0
     sequence: int = 0
-    _last_ms: int = -1
-    _last_time: str = ""
+    _second: int = -1
+    _second_text: str = ""
+    _constants: dict[type[Event], tuple[tuple[str, str | int], ...]] = dataclasses.field(default_factory=dict)
+    _constants_epoch: int = -1
+
+    def constant_attributes(self, cls: type[Event]) -> tuple[tuple[str, str | int], ...]:
+        """specversion, then source, type, datacontenttype, dataschema, sessionepoch (cached per type)."""
+        if self._constants_epoch != self.session_epoch:
+            self._constants.clear()
+            self._constants_epoch = self.session_epoch
+        constant = self._constants.get(cls)
+        if constant is None:
+            constant = self._constants[cls] = (
+                ("specversion", SPEC_VERSION),
+                ("source", self.source),
+                ("type", cls.TYPE),
+                ("datacontenttype", CONTENT_TYPE),
+                ("dataschema", SCHEMA_BASE + cls.TYPE),
+                ("sessionepoch", self.session_epoch),
+            )
+        return constant
 
     def time_text(self, ms: int) -> str:
-        if ms != self._last_ms:
-            self._last_ms = ms
-            self._last_time = _rfc3339(ms)
-        return self._last_time
+        """RFC 3339 UTC with milliseconds; the date-time part is formatted once per second."""
+        second, millis = divmod(ms, 1000)
+        if second != self._second:
+            self._second = second
+            self._second_text = _rfc3339(second * 1000)[:-5]
+        return f"{self._second_text}.{millis:03d}Z"
 
 
 def encode(event: Event, route: Route, ctx: EnvelopeContext, received_ns: int) -> Record:
     """Encode one event, once, into the record its sink will publish."""
     ctx.sequence += 1
     time_ms = event_time_ms(event, received_ns)
+    cls = type(event)
+    constant = ctx.constant_attributes(cls)
     attributes: tuple[tuple[str, str | int], ...] = (
-        ("specversion", SPEC_VERSION),
+        constant[0],
         ("id", event_id(event, time_ms)),
-        ("source", ctx.source),
-        ("type", event.TYPE),
+        *constant[1:],
         ("time", ctx.time_text(time_ms)),
         ("subject", route.key.decode()),
-        ("datacontenttype", CONTENT_TYPE),
-        ("dataschema", SCHEMA_BASE + event.TYPE),
-        ("sessionepoch", ctx.session_epoch),
         ("sequence", ctx.sequence),
     )
-    return Record(
-        destination=route.destination,
-        key=route.key,
-        data=orjson.dumps(event),
-        attributes=attributes,
-        event_class=event.CLASS,
-        event_type=event.TYPE,
-        updated_ms=time_ms,
-    )
+    return Record(route.destination, route.key, orjson.dumps(event), attributes, cls.CLASS, cls.TYPE, time_ms)
 
 
-def decode_structured(line: bytes | str) -> tuple[dict[str, object], dict[str, object]]:
+def decode_structured(line: bytes | str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split a structured-mode envelope into (attributes, data)."""
     envelope = orjson.loads(line)
     data = envelope.pop("data")
     return envelope, data
+
+
+def decode_event(event_type: str, data: bytes | Mapping[str, Any]) -> Event:
+    """Rebuild the event dataclass from its JSON ``data`` (consumers, tools and round-trip tests)."""
+    cls = EVENT_TYPE_BY_NAME[event_type]
+    fields = orjson.loads(data) if isinstance(data, bytes | str) else data
+    return _build(cls, fields)  # type: ignore[no-any-return]
+
+
+def _build(cls: type[Any], fields: Mapping[str, Any]) -> Any:
+    hints = _hints(cls)
+    return cls(**{name: _convert(hints[name], value) for name, value in fields.items()})
+
+
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
+def _hints(cls: type[Any]) -> dict[str, Any]:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
+
+
+def _convert(tp: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(members[0], value) if len(members) == 1 else value
+    if origin is tuple:
+        item = typing.get_args(tp)[0]
+        return tuple(_convert(item, v) for v in value)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _build(tp, value)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(value)
+    if tp is float and isinstance(value, int):
+        return float(value)
+    return value

@@ -62,6 +62,10 @@ def _quote_key(event: Event) -> str:
     return str(event.conid) if event.conid or not event.conid_ex else event.conid_ex
 
 
+def _gateway_key(event: Event) -> str:
+    return GATEWAY_KEY
+
+
 def _execution_key(event: Event) -> str:
     assert isinstance(event, Execution)
     return str(event.order_id) if event.order_id is not None else event.execution_id
@@ -106,6 +110,7 @@ class Router:
             Bulletin: _notification_key,
             DeadLetter: _dead_letter_key,
         }
+        self._plans: dict[type[Event], tuple[bool, str | None, Callable[[Event], str]]] = {}
 
     def alias(self, account: str) -> str:
         return self._aliases.get(account, account)
@@ -118,15 +123,22 @@ class Router:
         return self.alias(event.selected_account or "accounts")
 
     def key(self, event: Event) -> str:
-        key_of = self._key_of.get(type(event))
-        return key_of(event) if key_of is not None else GATEWAY_KEY
+        return self._key_of.get(type(event), _gateway_key)(event)
 
     def route(self, event: Event) -> Route | None:
-        if event.CLASS is EventClass.INTERNAL and not self._publish_internal:
+        cls = type(event)
+        plan = self._plans.get(cls)
+        if plan is None:
+            plan = self._plans[cls] = self._plan(cls)
+        if not plan[0]:
             return None
-        family = event.FAMILY
-        key = self.key(event)
-        destination = self._static.get(family)
+        key = plan[2](event)
+        destination = plan[1]
         if destination is None:
-            destination = self._templates[family].replace("{family}", family).replace("{key}", key)
+            destination = self._templates[cls.FAMILY].replace("{family}", cls.FAMILY).replace("{key}", key)
         return Route(destination, key.encode())
+
+    def _plan(self, cls: type[Event]) -> tuple[bool, str | None, Callable[[Event], str]]:
+        """Per event type: published?, static destination (None if per key), key function."""
+        published = cls.CLASS is not EventClass.INTERNAL or self._publish_internal
+        return published, self._static.get(cls.FAMILY), self._key_of.get(cls, _gateway_key)

@@ -45,10 +45,18 @@ def to_float(value: Any) -> float | None:
         raise Unparsed(value)
     if not value:
         return None
+    if "," in value:
+        value = value.replace(",", "")
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         return _slow_float(value)
+    if number - number != 0.0:  # nan or infinity: not a market value
+        raise Unparsed(value)
+    return number
+
+
+_INT_LIMIT = 2**63
 
 
 def _slow_float(text: str) -> float:
@@ -60,29 +68,39 @@ def _slow_float(text: str) -> float:
         scale = _SUFFIX[cleaned[-1].upper()]
         cleaned = cleaned[:-1]
     try:
-        return float(cleaned) * scale if scale != 1.0 else float(cleaned)
+        number = float(cleaned) * scale
     except ValueError:
         raise Unparsed(text) from None
+    if number - number != 0.0:
+        raise Unparsed(text)
+    return number
 
 
 def to_int(value: Any) -> int | None:
+    """Gateway integer (number or numeric string) within 64 bits; ``""``/None -> None."""
     cls = type(value)
     if cls is int:
-        return value  # type: ignore[no-any-return]
+        if -_INT_LIMIT <= value < _INT_LIMIT:
+            return value  # type: ignore[no-any-return]
+        raise Unparsed(value)
     if cls is str:
         if not value:
             return None
         try:
-            return int(value)
+            exact = int(value)
         except ValueError:
             number = _slow_float(value)
+        else:
+            if -_INT_LIMIT <= exact < _INT_LIMIT:
+                return exact
+            raise Unparsed(value)
     elif cls is float:
         number = value
     elif value is None:
         return None
     else:
         raise Unparsed(value)
-    if number != int(number):
+    if number - number != 0.0 or number != int(number) or not -_INT_LIMIT <= number < _INT_LIMIT:
         raise Unparsed(value)
     return int(number)
 

@@ -41,7 +41,6 @@ from bridge.gateway.fields import (
     Kind,
     Unparsed,
     decode_availability,
-    split_prefix,
     to_bool,
     to_float,
     to_int,
@@ -118,26 +117,48 @@ class Normalizer:
     # ---------------------------------------------------------------------------------- frames
 
     def normalize(self, data: bytes | str, received_ns: int) -> list[Event]:
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            obj = None
+        if type(obj) is not dict:
+            return self._slow_decode(data, received_ns)
+        try:
+            # Fast path for data topics (reference §1.5 precedence: an error key comes first).
+            topic_name = obj.get("topic")
+            if type(topic_name) is str and "error" not in obj:
+                topic = wire.parse_topic(topic_name)
+                if topic is not None:
+                    if topic.channel == "md":
+                        return [self._quote(topic, obj)]
+                    events = self._data(topic, obj, data, received_ns)
+                    return events or [Control(ControlKind.UNCHANGED, topic_name)]
+            return self._classified(obj, data, received_ns)
+        except Exception as exc:  # noqa: BLE001 - the normalizer never raises: anything unforeseen is a dead letter
+            return [self._dead(data, received_ns, "uninterpretable", repr(exc), obj.get("topic"))]
+
+    def _slow_decode(self, data: bytes | str, received_ns: int) -> list[Event]:
         if data == b"ech+hb" or data == "ech+hb":
             return [Control(ControlKind.ECHO, None, text="ech+hb")]
         decoded = wire.decode_frame(data)
         obj = decoded.obj
         if obj is None:
             return [self._dead(data, received_ns, decoded.outcome.value, decoded.error)]
-        if decoded.outcome is wire.DecodeOutcome.REPAIRED_UTF8:
-            self.repaired_utf8_frames += 1
+        self.repaired_utf8_frames += 1
         try:
-            kind, topic = wire.classify(obj)
-            if kind is wire.FrameKind.DATA:
-                assert topic is not None
-                events = self._data(topic, obj, data, received_ns)
-            elif kind is wire.FrameKind.UNKNOWN_TOPIC:
-                events = [self._dead(data, received_ns, "unknown_topic", None, obj.get("topic"))]
-            else:
-                events = self._handlers[kind](obj)
-        except (ElementError, Unparsed, ValueError, TypeError, KeyError, AttributeError) as exc:
-            topic_name = obj.get("topic")
-            return [self._dead(data, received_ns, "uninterpretable", repr(exc), topic_name)]
+            return self._classified(obj, data, received_ns)
+        except Exception as exc:  # noqa: BLE001 - see normalize()
+            return [self._dead(data, received_ns, "uninterpretable", repr(exc), obj.get("topic"))]
+
+    def _classified(self, obj: dict[str, Any], data: bytes | str, received_ns: int) -> list[Event]:
+        kind, topic = wire.classify(obj)
+        if kind is wire.FrameKind.DATA:
+            assert topic is not None
+            events = self._data(topic, obj, data, received_ns)
+        elif kind is wire.FrameKind.UNKNOWN_TOPIC:
+            events = [self._dead(data, received_ns, "unknown_topic", None, obj.get("topic"))]
+        else:
+            events = self._handlers[kind](obj)
         return events or [Control(ControlKind.UNCHANGED, _topic_name(obj))]
 
     def _dead(
@@ -242,25 +263,26 @@ class Normalizer:
             dict(state.extra) if state.extra else {},
         )
 
-    def _merge_quote(self, state: _QuoteState, obj: dict[str, Any]) -> list[str]:
+    @staticmethod
+    def _merge_quote(state: _QuoteState, obj: dict[str, Any]) -> list[str]:
         changed: list[str] = []
         values = state.values
         for key, raw in obj.items():
-            spec = MARKET_DATA_FIELDS.get(key)
+            spec = QUOTE_FIELDS.get(key)
             if spec is None:
-                if key in _QUOTE_IDENTITY:
-                    self._quote_identity(state, key, raw, changed)
-                elif state.extra.get(key, _MISSING) != raw:
+                if key not in _QUOTE_IDENTITY and state.extra.get(key, _MISSING) != raw:
                     state.extra[key] = raw
                     changed.append(key)
                 continue
-            name, kind = spec
-            if kind is Kind.PRICE:
-                prefix, raw = split_prefix(raw)
-                if key == "31":
-                    self._last_flags(state, prefix, changed)
+            name, parse, is_price = spec
+            if is_price and type(raw) is str and raw and raw[0] in "CH":
+                prefix, raw = raw[0], raw[1:]
+            else:
+                prefix = ""
+            if key == "31":
+                Normalizer._last_flags(state, prefix, changed)
             try:
-                value = _PARSERS[kind](raw)
+                value = parse(raw)
             except Unparsed:
                 value = None
                 if state.extra.get(key, _MISSING) != raw:
@@ -269,6 +291,17 @@ class Normalizer:
             if values.get(name, _MISSING) != value:
                 values[name] = value
                 changed.append(name)
+        conid_ex = obj.get("conidEx")
+        if conid_ex is not None and conid_ex != state.conid_ex:
+            state.conid_ex = to_text(conid_ex)
+        server_id = obj.get("server_id", obj.get("6119"))
+        if server_id is not None and server_id != state.server_id:
+            state.server_id = to_text(server_id) or state.server_id
+        if "6509" in obj:
+            availability = decode_availability(obj["6509"])
+            if availability != state.availability:
+                state.availability = availability
+                changed.append("availability")
         return changed
 
     @staticmethod
@@ -280,18 +313,6 @@ class Normalizer:
         if halted != state.halted:
             state.halted = halted
             changed.append("halted")
-
-    @staticmethod
-    def _quote_identity(state: _QuoteState, key: str, raw: Any, changed: list[str]) -> None:
-        if key == "conidEx":
-            state.conid_ex = to_text(raw)
-        elif key in ("server_id", "6119"):
-            state.server_id = to_text(raw) or state.server_id
-        elif key == "6509":
-            availability = decode_availability(raw)
-            if availability != state.availability:
-                state.availability = availability
-                changed.append("availability")
 
     # ------------------------------------------------------------------------ session frames
 
@@ -395,6 +416,10 @@ _PARSERS: dict[Kind, Callable[[Any], Scalar]] = {
     Kind.INT: to_int,
     Kind.TEXT: to_text,
     Kind.FLAG01: to_bool,
+}
+# field id -> (name, parser, carries a C/H prefix), precomputed for the hot path
+QUOTE_FIELDS: dict[str, tuple[str, Callable[[Any], Scalar], bool]] = {
+    fid: (name, _PARSERS[kind], kind is Kind.PRICE) for fid, (name, kind) in MARKET_DATA_FIELDS.items()
 }
 
 

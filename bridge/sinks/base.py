@@ -22,8 +22,11 @@ import orjson
 from bridge.events import EventClass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
+    """One encoded event on its way to a sink. Treated as immutable; not frozen only because a
+    frozen dataclass costs ~1 us more to build, which matters at 100k records/s."""
+
     destination: str
     key: bytes
     data: bytes
