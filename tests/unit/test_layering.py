@@ -9,17 +9,31 @@ import pytest
 
 ROOT = Path(__file__).parents[2] / "bridge"
 PURE = ["events", "codec", "routing", "backoff", "config", "errors", "schemagen", "replay",
-        "gateway/wire", "gateway/normalizer", "gateway/fields", "gateway/trading", "gateway/account",
+        "gateway/tls", "gateway/wire", "gateway/normalizer", "gateway/fields", "gateway/trading", "gateway/account",
         "gateway/history", "gateway/protocol", "sinks/base"]  # fmt: skip
 FORBIDDEN = {"asyncio", "aiohttp", "aiokafka", "redis", "websockets", "prometheus_client", "socket",
              "bridge.metrics", "bridge.sinks.kafka", "bridge.sinks.redis", "bridge.app", "time"}  # fmt: skip
 ADAPTERS = ["sinks/kafka", "sinks/redis", "sinks/memory", "sinks/stdout", "gateway/connection", "gateway/rest"]
 
 
+def _runtime_nodes(tree: ast.Module) -> list[ast.AST]:
+    """Every node except those under ``if TYPE_CHECKING:`` (annotations only, never imported at run time)."""
+    nodes: list[ast.AST] = []
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            stack.extend(node.orelse)
+            continue
+        nodes.append(node)
+        stack.extend(ast.iter_child_nodes(node))
+    return nodes
+
+
 def imported_modules(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _runtime_nodes(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:

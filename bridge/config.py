@@ -1,0 +1,314 @@
+"""Typed settings: defaults < YAML file < ``BRIDGE_*`` environment (nested with ``__``).
+
+Every duration and size carries its unit in its name. Unknown keys are errors
+(a typo never silently becomes a default). Secrets (gateway session, broker
+passwords, the admin token) are read only from the environment or from
+``*_file`` paths, never from YAML; one found in YAML is an error that says where
+to put it instead. :func:`load_settings` raises :class:`ConfigError` listing
+every problem, each naming the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bridge.errors import ConfigError
+from bridge.gateway.fields import DEFAULT_MARKET_DATA_FIELDS
+
+SINK_SCHEMES = ("kafka", "redis", "rediss", "stdout", "memory")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySettings(_Section):
+    url: str = "https://localhost:5000"
+    insecure_tls: bool = False  # only for the loopback gateway's self-signed certificate
+    ca_file: Path | None = None
+    session: SecretStr | None = None  # tickle session id override; env BRIDGE_GATEWAY__SESSION
+    session_file: Path | None = None
+    account: str | None = None  # default account for ssd/sld/sbd; else the gateway's selected account
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be an http(s) URL with a host, e.g. https://localhost:5000")
+        return value.rstrip("/")
+
+    @property
+    def ws_url(self) -> str:
+        parts = urlsplit(self.url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return f"{scheme}://{parts.netloc}/v1/api/ws"
+
+
+class SessionConfig(_Section):
+    """Maps onto ``bridge.gateway.protocol.SessionSettings``."""
+
+    tic_interval_s: float = Field(30.0, gt=0)
+    tickle_interval_s: float = Field(60.0, gt=0)
+    stale_after_s: float = Field(25.0, gt=0)
+    smd_refresh_s: float = Field(540.0, gt=0)
+    reconnect_floor_s: float = Field(0.5, ge=0)
+    reconnect_cap_s: float = Field(30.0, gt=0)
+    healthy_reset_s: float = Field(30.0, ge=0)
+    auth_poll_s: float = Field(5.0, gt=0)
+    reauthenticate: bool = False
+    ssodh_init: bool = True
+
+
+class MarketDataSubscription(_Section):
+    conids: list[str] = Field(default_factory=list)  # conid, conid@EXCHANGE or a combo conidex
+    fields: list[str] = Field(default_factory=lambda: list(DEFAULT_MARKET_DATA_FIELDS))
+
+    @field_validator("conids", "fields", mode="before")
+    @classmethod
+    def _strings(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        return [str(v) for v in value] if isinstance(value, list) else value
+
+
+class BookSubscription(_Section):
+    conid: str
+    account: str | None = None
+    exchange: str | None = None
+
+
+class BarsSubscription(_Section):
+    conid: str
+    period: str = "1d"
+    bar: str = "5min"
+    source: str = "trades"
+    outside_rth: bool = False
+
+
+class SubscriptionSettings(_Section):
+    market_data: MarketDataSubscription = MarketDataSubscription()
+    orders: bool = False
+    executions: bool = False
+    executions_days: int = Field(1, ge=1, le=7)
+    pnl: bool = False
+    account_summary: list[str] = Field(default_factory=list)
+    account_ledger: list[str] = Field(default_factory=list)
+    book: list[BookSubscription] = Field(default_factory=list)
+    bars: list[BarsSubscription] = Field(default_factory=list)
+
+
+class KafkaConfig(_Section):
+    client_id: str = "ibkr-bridge"
+    enable_idempotence: bool = True  # off for brokers that refuse it
+    compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "zstd"
+    linger_ms: int = Field(0, ge=0)
+    max_batch_bytes: int = Field(262_144, gt=0)
+    request_timeout_ms: int = Field(30_000, gt=0)
+    header_mode: Literal["binary", "structured"] = "binary"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
+    tls: bool = False
+    tls_cafile: Path | None = None
+    create_topics: bool = False
+    topic_partitions: int = Field(6, ge=1)
+    topic_replication: int = Field(1, ge=1)
+
+
+class RedisConfig(_Section):
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    maxlen_events: int | None = Field(1_000_000, ge=1)
+    minid_age_s: float | None = None
+
+
+class SinkSettings(_Section):
+    url: str = "stdout://"
+    kafka: KafkaConfig = KafkaConfig()
+    redis: RedisConfig = RedisConfig()
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in SINK_SCHEMES:
+            raise ValueError(
+                "must be kafka://host:port[,host:port], redis://host:port[/db], rediss://..., stdout:// or memory://"
+            )
+        if scheme in ("kafka", "redis", "rediss") and not urlsplit(value).netloc:
+            raise ValueError(f"{scheme}:// needs a host:port, e.g. {scheme}://localhost:{_PORTS[scheme]}")
+        return value
+
+    @property
+    def kind(self) -> str:
+        scheme = urlsplit(self.url).scheme
+        return "redis" if scheme == "rediss" else scheme
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return urlsplit(self.url).netloc
+
+
+_PORTS = {"kafka": 9092, "redis": 6379, "rediss": 6380}
+
+
+class DeliverySettings(_Section):
+    max_market_data_events: int = Field(50_000, ge=1)
+    max_critical_events: int = Field(100_000, ge=1)
+    max_batch_events: int = Field(2_000, ge=1)
+    linger_ms: float = Field(2.0, ge=0)
+    drain_timeout_s: float = Field(10.0, ge=0)
+    spool_dir: Path = Path("spool")
+    spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
+    spool_segment_bytes: int = Field(16 << 20, ge=1 << 16)
+    spool_fsync: Literal["always", "interval", "never"] = "interval"
+    spool_fsync_interval_ms: int = Field(200, ge=1)
+
+
+class AdminSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+    token: SecretStr | None = None
+    token_file: Path | None = None
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "json", "text"] = "auto"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
+    )
+
+    gateway: GatewaySettings = GatewaySettings()
+    session: SessionConfig = SessionConfig()
+    subscriptions: SubscriptionSettings = SubscriptionSettings()
+    sink: SinkSettings = SinkSettings()
+    destinations: dict[str, str] = Field(default_factory=dict)
+    account_aliases: dict[str, str] = Field(default_factory=dict)
+    delivery: DeliverySettings = DeliverySettings()
+    admin: AdminSettings = AdminSettings()
+    logging: LogSettings = LogSettings()
+    instance: str = "ibkr-bridge"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init values, so the environment must come first to win over it.
+        return env_settings, init_settings
+
+
+# (section path, secret key) -> where it must come from instead
+SECRET_KEYS: dict[tuple[str, ...], str] = {
+    ("gateway", "session"): "BRIDGE_GATEWAY__SESSION or gateway.session_file",
+    ("sink", "kafka", "sasl_password"): "BRIDGE_SINK__KAFKA__SASL_PASSWORD or sink.kafka.sasl_password_file",
+    ("sink", "redis", "password"): "BRIDGE_SINK__REDIS__PASSWORD or sink.redis.password_file",
+    ("admin", "token"): "BRIDGE_ADMIN__TOKEN or admin.token_file",
+}
+
+
+def _secrets_in_yaml(data: dict[str, Any]) -> list[str]:
+    problems = []
+    for path, instead in SECRET_KEYS.items():
+        node: Any = data
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            problems.append(f"{'.'.join(path)}: secrets are not read from YAML files; set {instead}")
+    return problems
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of sections, not {type(data).__name__}"])
+    return data
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key (check the spelling; see config/ for every allowed key)"
+    if error["type"] == "missing":
+        return f"{where}: required"
+    value = error.get("input")
+    shown = "***" if any(k in where for k in ("password", "token", "session")) else repr(value)
+    return f"{where}: {shown} is not allowed: {error['msg']}"
+
+
+def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build the settings; raises ConfigError listing every problem."""
+    data = read_yaml(path) if path is not None else {}
+    problems = _secrets_in_yaml(data)
+    merged = _deep_merge(data, overrides or {})
+    try:
+        settings = Settings(**merged)
+    except ValidationError as exc:
+        problems += [_describe(e) for e in exc.errors()]  # type: ignore[arg-type]
+        raise ConfigError(problems) from None
+    problems += _missing_secret_files(settings)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _missing_secret_files(settings: Settings) -> list[str]:
+    files = {
+        "gateway.session_file": settings.gateway.session_file,
+        "sink.kafka.sasl_password_file": settings.sink.kafka.sasl_password_file,
+        "sink.redis.password_file": settings.sink.redis.password_file,
+        "admin.token_file": settings.admin.token_file,
+    }
+    problems = [f"{name}: {path} does not exist or is not readable" for name, path in files.items()
+                if path is not None and not path.is_file()]  # fmt: skip
+    kafka = settings.sink.kafka
+    has_password = kafka.sasl_password is not None or kafka.sasl_password_file is not None
+    if kafka.sasl_mechanism and not (kafka.sasl_username and has_password):
+        problems.append(
+            "sink.kafka.sasl_mechanism: needs sasl_username and BRIDGE_SINK__KAFKA__SASL_PASSWORD "
+            "or sink.kafka.sasl_password_file"
+        )
+    return problems
+
+
+def secret(value: SecretStr | None, file: Path | None) -> str | None:
+    """The secret's value from the environment, else from its file (stripped of a trailing newline)."""
+    if value is not None:
+        return value.get_secret_value()
+    if file is not None:
+        return file.read_text().rstrip("\n")
+    return None
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
