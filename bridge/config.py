@@ -256,7 +256,8 @@ def _describe(error: dict[str, Any]) -> str:
     if error["type"] == "missing":
         return f"{where}: required"
     value = error.get("input")
-    shown = "***" if any(k in where for k in ("password", "token", "session")) else repr(value)
+    loc = tuple(str(part) for part in error["loc"])
+    shown = "***" if any(loc[: len(path)] == path for path in SECRET_KEYS) else repr(value)
     return f"{where}: {shown} is not allowed: {error['msg']}"
 
 

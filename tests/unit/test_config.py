@@ -1,0 +1,95 @@
+"""Configuration: precedence, precise errors, secrets only from env or files, the shipped examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.config import load_settings
+from bridge.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).parents[2] / "config"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(text)
+    return path
+
+
+def problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize("example", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_example_config_loads(example: Path) -> None:
+    settings = load_settings(example)
+    assert settings.subscriptions.market_data.conids
+
+
+def test_defaults_apply_without_a_file() -> None:
+    settings = load_settings(None)
+    assert settings.session.stale_after_s == 25 and settings.gateway.insecure_tls is False
+    assert settings.sink.url == "stdout://" and settings.admin.host == "127.0.0.1"
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "session:\n  stale_after_s: 10\n  tic_interval_s: 20\n")
+    monkeypatch.setenv("BRIDGE_SESSION__STALE_AFTER_S", "7")
+    settings = load_settings(path)
+    assert (settings.session.stale_after_s, settings.session.tic_interval_s) == (7, 20)
+
+
+def test_a_bad_type_names_the_field_and_the_value(tmp_path: Path) -> None:
+    (problem,) = problems(write(tmp_path, "session:\n  stale_after_s: soon\n"))
+    assert problem.startswith("session.stale_after_s: 'soon' is not allowed")
+
+
+def test_an_unknown_key_is_an_error_not_a_silent_default(tmp_path: Path) -> None:
+    (problem,) = problems(write(tmp_path, "subscriptions:\n  market_dta:\n    conids: [1]\n"))
+    assert problem.startswith("subscriptions.market_dta: unknown key")
+
+
+def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
+    found = problems(write(tmp_path, "session:\n  stale_after_s: -1\nsink:\n  url: ftp://x\nadmin:\n  port: 70000\n"))
+    assert [p.split(":")[0] for p in found] == ["session.stale_after_s", "sink.url", "admin.port"]
+
+
+def test_a_bad_sink_url_says_what_is_allowed(tmp_path: Path) -> None:
+    (problem,) = problems(write(tmp_path, "sink:\n  url: kafka://\n"))
+    assert "kafka:// needs a host:port" in problem
+
+
+def test_a_secret_in_yaml_is_refused_and_the_right_place_is_named(tmp_path: Path) -> None:
+    (problem,) = problems(write(tmp_path, "sink:\n  url: redis://h:6379\n  redis:\n    password: hunter2\n"))
+    assert "BRIDGE_SINK__REDIS__PASSWORD" in problem and "hunter2" not in problem
+
+
+def test_a_missing_secret_file_is_reported(tmp_path: Path) -> None:
+    (problem,) = problems(write(tmp_path, f"admin:\n  token_file: {tmp_path}/nope\n"))
+    assert problem.startswith("admin.token_file:")
+
+
+def test_sasl_without_a_password_is_reported(tmp_path: Path) -> None:
+    (problem,) = problems(write(tmp_path, "sink:\n  url: kafka://h:9092\n  kafka:\n    sasl_mechanism: PLAIN\n    sasl_username: u\n"))
+    assert problem.startswith("sink.kafka.sasl_mechanism")
+
+
+def test_secrets_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_ADMIN__TOKEN", "s3cret")
+    settings = load_settings(None)
+    assert settings.admin.token is not None and settings.admin.token.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+
+
+def test_comma_separated_conids_are_accepted_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_SUBSCRIPTIONS__MARKET_DATA__CONIDS", '["265598","8314"]')
+    assert load_settings(None).subscriptions.market_data.conids == ["265598", "8314"]
+
+
+def test_unreadable_yaml_is_a_clear_error(tmp_path: Path) -> None:
+    (problem,) = problems(write(tmp_path, "gateway: [unclosed\n"))
+    assert "not valid YAML" in problem
