@@ -59,6 +59,17 @@ def test_pure_module_imports_no_io_client_or_metrics(name: str) -> None:
     assert not bad, f"bridge/{name}.py imports {bad}"
 
 
+DELIVERY = ["delivery/buffer", "delivery/spool", "publisher"]
+CLIENTS = {"aiokafka", "redis", "websockets", "prometheus_client", "bridge.metrics", "bridge.sinks.kafka",
+           "bridge.sinks.redis"}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", DELIVERY)
+def test_delivery_core_uses_no_broker_client_and_no_metrics_library(name: str) -> None:
+    bad = sorted(m for m in imported_modules(ROOT / f"{name}.py") if violates(m, CLIENTS))
+    assert not bad, f"bridge/{name}.py imports {bad}"
+
+
 @pytest.mark.parametrize("name", [a for a in ADAPTERS if (ROOT / f"{a}.py").exists()])
 def test_adapters_never_import_each_other(name: str) -> None:
     path = ROOT / f"{name}.py"

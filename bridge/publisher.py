@@ -1,0 +1,264 @@
+"""Drains the delivery buffer into a sink in batches, retrying what may be retried.
+
+One publisher per sink, one batch in flight at a time, so per-key order holds
+through retries and spool replay (the buffer hands out spooled critical records
+before newer ones). A batch is sent when ``max_batch_events`` are waiting or
+``linger_ms`` after the first record arrived.
+
+Errors, read by their ``retryable`` flag:
+
+- retryable (:class:`SinkUnavailable`): the same records are sent again after a
+  delay from ``delays(attempt)`` (default :func:`full_jitter_delay`: full jitter
+  between a floor and an exponential cap), for as long as it takes;
+- not retryable (:class:`SinkRejected`): the records before ``index`` were
+  acknowledged, the refused one goes to the dead-letter destination as a
+  :class:`~bridge.events.DeadLetter` (error, attempts, original destination, raw
+  data) and the rest is sent again. Without an index the records are sent one by
+  one to find the refused ones.
+
+:meth:`Publisher.drain` stops within a deadline and leaves every undelivered
+critical record in the spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+
+from bridge.codec import EnvelopeContext, encode
+from bridge.delivery.buffer import NULL_OBSERVER, DeliveryBuffer, DeliveryObserver
+from bridge.errors import SinkError, SinkUnavailable
+from bridge.events import DeadLetter
+from bridge.routing import DEFAULT_DESTINATIONS, Route
+from bridge.sinks.base import Record, Sink
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_BASE_S = 0.05
+BACKOFF_FLOOR_S = 0.01
+BACKOFF_CAP_S = 5.0
+
+
+def full_jitter_delay(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): uniform in [floor, min(cap, base * 2**n)]."""
+    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** min(attempt - 1, 30))
+    return max(BACKOFF_FLOOR_S, random.uniform(0.0, ceiling))
+
+
+def dead_letter_record(
+    record: Record,
+    error: SinkError,
+    attempts: int,
+    *,
+    destination: str,
+    ctx: EnvelopeContext,
+    received_ns: int,
+) -> Record:
+    """The dead-letter record for ``record``, refused for good with ``error``."""
+    try:
+        raw, raw_encoding = record.data.decode(), "utf-8"
+    except UnicodeDecodeError:
+        raw, raw_encoding = base64.b64encode(record.data).decode(), "base64"
+    event = DeadLetter(
+        reason=type(error).__name__,
+        stage="publish",
+        raw=raw,
+        raw_encoding=raw_encoding,
+        received_ns=received_ns,
+        topic=record.event_type,
+        destination=record.destination,
+        error=str(error),
+        attempts=attempts,
+    )
+    return encode(event, Route(destination, record.key), ctx, received_ns)
+
+
+class Publisher:
+    """Moves batches from a :class:`DeliveryBuffer` into a :class:`Sink`."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        buffer: DeliveryBuffer,
+        *,
+        max_batch_events: int = 500,
+        linger_ms: float = 2.0,
+        delays: Callable[[int], float] = full_jitter_delay,
+        dead_letter_destination: str = DEFAULT_DESTINATIONS["dlq"],
+        envelope: EnvelopeContext | None = None,
+        observer: DeliveryObserver = NULL_OBSERVER,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        if max_batch_events < 1:
+            raise ValueError("max_batch_events must be at least 1")
+        self.sink = sink
+        self.buffer = buffer
+        self.max_batch_events = max_batch_events
+        self._linger_s = linger_ms / 1000
+        self._delays = delays
+        self.dead_letter_destination = dead_letter_destination
+        self._envelope = envelope if envelope is not None else EnvelopeContext()
+        self._observer = observer
+        self._clock_ns = clock_ns
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._sink_down = False
+        self.published_events = 0
+        self.dead_lettered_events = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Run :meth:`run` in a task of the current loop."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self.run(), name="publisher")
+
+    async def run(self) -> None:
+        while True:
+            if not self.buffer.has_pending():
+                self.buffer.sync_spool()
+                self._idle.set()
+            await self.buffer.wait_pending()
+            self._idle.clear()
+            if self.buffer.memory_events < self.max_batch_events and self._linger_s > 0:
+                await asyncio.sleep(self._linger_s)
+            batch = self.buffer.take(self.max_batch_events)
+            if batch.records:
+                await self._deliver(batch.records)
+            self.buffer.ack(batch)
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait until everything put so far is acknowledged; False if ``timeout_s`` ran out."""
+        try:
+            await asyncio.wait_for(self._until_idle(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _until_idle(self) -> None:
+        while True:
+            await self._idle.wait()
+            if not self.buffer.has_pending():
+                return
+            self._idle.clear()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Deliver what is waiting within ``timeout_s``, stop, spool the critical rest.
+
+        Returns True when everything was delivered. Call after the gateway reader stopped.
+        """
+        delivered = self._task is not None and await self.flush(timeout_s)
+        await self.stop()
+        saved = self.buffer.close()
+        if saved:
+            logger.warning("shutdown: %d undelivered critical records left in the spool", saved)
+        if self.buffer.spool is not None:
+            self.buffer.spool.close()
+        return delivered and saved == 0
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # ------------------------------------------------------------------ delivering
+
+    async def _deliver(self, records: Sequence[Record]) -> None:
+        """Publish ``records`` until each is acknowledged or dead-lettered."""
+        pending = list(records)
+        attempts = 0
+        failures = 0
+        while pending:
+            attempts += 1
+            started = time.perf_counter()
+            try:
+                await self._publish(pending)
+            except SinkError as exc:
+                if exc.retryable:
+                    failures += 1
+                    await self._wait_to_retry(exc, failures)
+                    continue
+                failures = 0
+                pending = await self._handle_rejection(pending, exc, attempts)
+                continue
+            self._observe_published(pending, time.perf_counter() - started)
+            if self._sink_down:
+                self._sink_down = False
+                logger.info("sink %s recovered after %d failed attempts", self.sink.name, failures)
+            return
+
+    async def _publish(self, records: list[Record]) -> None:
+        try:
+            await self.sink.publish(records)
+        except SinkError:
+            raise
+        except Exception as exc:  # the sink broke its contract: keep the records and retry
+            logger.exception("sink %s raised an untranslated error", self.sink.name)
+            raise SinkUnavailable(f"untranslated {type(exc).__name__}: {exc}") from exc
+
+    async def _wait_to_retry(self, exc: SinkError, failures: int) -> None:
+        self._observer.publish_failed(type(exc).__name__, True)
+        self.buffer.sync_spool()
+        if not self._sink_down:
+            self._sink_down = True
+            logger.warning("sink %s unavailable, retrying with backoff: %s", self.sink.name, exc)
+        else:
+            logger.debug("sink %s still unavailable (attempt %d): %s", self.sink.name, failures, exc)
+        await asyncio.sleep(self._delays(failures))
+
+    async def _handle_rejection(self, pending: list[Record], exc: SinkError, attempts: int) -> list[Record]:
+        """Dead-letter the refused record; return what is still to send."""
+        self._observer.publish_failed(type(exc).__name__, False)
+        index = getattr(exc, "index", None)
+        if index is None or not 0 <= index < len(pending):
+            if len(pending) == 1:
+                self._dead_letter(pending[0], exc, attempts)
+                return []
+            for record in pending:  # find the refused ones
+                await self._deliver([record])
+            return []
+        if index:
+            self._observe_published(pending[:index], None)
+        self._dead_letter(pending[index], exc, attempts)
+        return pending[index + 1 :]
+
+    def _dead_letter(self, record: Record, exc: SinkError, attempts: int) -> None:
+        if record.destination == self.dead_letter_destination:
+            logger.error("dead-letter record %s was refused too; dropping it: %s", record.id, exc)
+            self._observer.dropped(record.event_class, 1)
+            return
+        logger.warning(
+            "record %s refused by %s, sent to %s: %s",
+            record.id,
+            record.destination,
+            self.dead_letter_destination,
+            exc,
+        )
+        letter = dead_letter_record(
+            record,
+            exc,
+            attempts,
+            destination=self.dead_letter_destination,
+            ctx=self._envelope,
+            received_ns=self._clock_ns(),
+        )
+        self.buffer.put(letter)
+        self.dead_lettered_events += 1
+        self._observer.dead_lettered(record.destination, 1)
+
+    def _observe_published(self, records: Sequence[Record], seconds: float | None) -> None:
+        self.published_events += len(records)
+        if seconds is not None:
+            self._observer.publish_duration(seconds, len(records))
+        counts: dict[str, int] = {}
+        for record in records:
+            counts[record.destination] = counts.get(record.destination, 0) + 1
+        for destination, count in counts.items():
+            self._observer.published(destination, count)
