@@ -1,0 +1,360 @@
+"""helm/ibkr-bridge rendered by the real Helm engine (helm-python-sdk bundles Helm v4) and every
+manifest validated against the Kubernetes OpenAPI schemas (kubernetes-validate, strict mode).
+
+The two Prometheus Operator kinds have no schema in kubernetes-validate; they are checked
+against closed schemas of the fields this chart uses (``OPERATOR_SCHEMAS``) so a misspelt
+field fails here rather than in a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm/ibkr-bridge"
+KUBE_VERSIONS = ("1.27", "1.37")  # the chart's kubeVersion floor and the newest schema shipped
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "kafka": {
+        "sink": {
+            "kind": "kafka",
+            "kafka": {
+                "bootstrapServers": ["kafka-0.kafka:9093", "kafka-1.kafka:9094"],
+                "tls": True,
+                "sasl": {"enabled": True, "existingSecret": "kafka-credentials"},
+            },
+        },
+        "spool": {"persistence": {"enabled": False}},
+        "subscriptions": {"marketData": {"conids": [265598, 8314]}},
+        "admin": {"existingSecret": "bridge-admin"},
+    },
+    "redis": {
+        "sink": {"kind": "redis", "redis": {"url": "rediss://redis.data:6380/2", "existingSecret": "redis-auth"}},
+        "networkPolicy": {"brokersTo": [{"podSelector": {"matchLabels": {"app": "redis"}}}]},
+    },
+    "ibeam": {
+        "ibeam": {"enabled": True, "existingSecret": "ibeam-login", "allowList": ["127.0.0.1", "10.42.*"]},
+    },
+    "servicemonitor": {
+        "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+        "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+        "dashboards": {"label": "grafana_dashboard", "labelValue": "ibkr"},
+    },
+}
+
+_OPEN = {"type": "object"}
+_STRING = {"type": "string"}
+_LABELS = {"type": "object", "additionalProperties": _STRING}
+_DURATION = {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"}
+
+
+def _closed(required: list[str], **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "required": required, "properties": properties}
+
+
+def _operator_kind(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    metadata = {"type": "object", "required": ["name"], "properties": {"labels": _LABELS, "annotations": _LABELS}}
+    return _closed(
+        ["apiVersion", "kind", "metadata", "spec"],
+        apiVersion={"const": "monitoring.coreos.com/v1"},
+        kind={"const": kind},
+        metadata=metadata,
+        spec=spec,
+    )
+
+
+_ENDPOINT = _closed([], port=_STRING, path=_STRING, interval=_DURATION, scrapeTimeout=_DURATION)
+_RULE = _closed(["expr"], alert=_STRING, record=_STRING, expr=_STRING, labels=_LABELS, annotations=_LABELS,
+                **{"for": _DURATION})  # fmt: skip
+_GROUP = _closed(["name", "rules"], name=_STRING, interval=_DURATION, rules={"type": "array", "items": _RULE})
+OPERATOR_SCHEMAS: dict[str, dict[str, Any]] = {
+    "ServiceMonitor": _operator_kind(
+        "ServiceMonitor",
+        _closed(["selector", "endpoints"], selector=_OPEN, endpoints={"type": "array", "minItems": 1, "items": _ENDPOINT}),
+    ),
+    "PrometheusRule": _operator_kind("PrometheusRule", _closed(["groups"], groups={"type": "array", "items": _GROUP})),
+}
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm.Chart]:
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def render(chart: helm.Chart, values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``Kind/name -> manifest`` for every object the chart renders with ``values``."""
+    rendered = chart.render(values, name="bridge", namespace="trading", is_install=True)
+    objects: dict[str, dict[str, Any]] = {}
+    for path, text in rendered.items():
+        if not path.endswith(".yaml"):
+            continue
+        for document in yaml.safe_load_all(text):
+            if document:
+                objects[f"{document['kind']}/{document['metadata']['name']}"] = document
+    return objects
+
+
+def validate(manifest: dict[str, Any], kube_version: str) -> None:
+    schema = OPERATOR_SCHEMAS.get(manifest["kind"])
+    if schema is not None:
+        jsonschema.validate(manifest, schema)
+    else:
+        kubernetes_validate.validate(manifest, kube_version, strict=True)
+
+
+def workload(objects: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    (found,) = [o for o in objects.values() if o["kind"] in {"Deployment", "StatefulSet"}]
+    return found
+
+
+def container(objects: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    containers = workload(objects)["spec"]["template"]["spec"]["containers"]
+    return next(c for c in containers if c["name"] == name)
+
+
+def bridge_config(objects: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(objects["ConfigMap/bridge-ibkr-bridge"]["data"]["bridge.yaml"])
+    return loaded
+
+
+def egress_ports(objects: dict[str, dict[str, Any]]) -> set[int]:
+    policy = objects["NetworkPolicy/bridge-ibkr-bridge"]
+    return {port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]}
+
+
+def leaf_paths(tree: dict[str, Any], prefix: str = "") -> set[str]:
+    paths = set()
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            paths |= leaf_paths(value, path + ".")
+        else:
+            paths.add(path)
+    return paths
+
+
+# ------------------------------------------------------------------------------ lint and schemas
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_helm_lint_reports_no_errors_or_warnings(variant: str) -> None:
+    report = helm.lint(CHART, VARIANTS[variant], strict=True)
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and problems == [], report
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_rendered_manifest_validates_against_the_kubernetes_schemas(
+    chart: helm.Chart, variant: str, kube_version: str
+) -> None:
+    objects = render(chart, VARIANTS[variant])
+    assert len(objects) >= 6
+    for name, manifest in objects.items():
+        try:
+            validate(manifest, kube_version)
+        except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as exc:
+            pytest.fail(f"{variant}: {name} is invalid for Kubernetes {kube_version}: {exc.message}")
+
+
+def test_the_schema_validator_rejects_a_misspelt_field(chart: helm.Chart) -> None:
+    manifest = workload(render(chart, {}))
+    manifest["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError, match="readinesProbe"):
+        kubernetes_validate.validate(manifest, KUBE_VERSIONS[-1], strict=True)
+    monitor = render(chart, VARIANTS["servicemonitor"])["ServiceMonitor/bridge-ibkr-bridge"]
+    monitor["spec"]["endpoints"][0]["scrapeTimout"] = "10s"
+    with pytest.raises(jsonschema.ValidationError, match="scrapeTimout"):
+        validate(monitor, KUBE_VERSIONS[-1])
+
+
+@pytest.mark.parametrize(
+    ("values", "field", "explanation"),
+    [
+        ({"sink": {"kind": "kinesis"}}, "/sink/kind", "value must be one of 'kafka', 'redis'"),
+        ({"replicaCount": 2}, "/replicaCount", "maximum: got 2, want 1"),
+        ({"sink": {"kafka": {"bootstrapServers": ["kafka"]}}}, "/sink/kafka/bootstrapServers/0", "pattern"),
+        ({"spool": {"persistance": {}}}, "/spool", "additional properties 'persistance' not allowed"),
+    ],
+)
+def test_values_schema_rejects_a_bad_value_naming_the_field(
+    chart: helm.Chart, values: dict[str, Any], field: str, explanation: str
+) -> None:
+    with pytest.raises(helm.HelmValuesError) as caught:
+        chart.render(values, name="bridge", namespace="trading")
+    message = str(caught.value)
+    assert f"at '{field}'" in message and explanation in message, message
+
+
+def test_ibeam_sidecar_without_its_login_secret_fails_with_a_clear_message(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmError, match=re.escape("ibeam.enabled needs ibeam.existingSecret")):
+        chart.render({"ibeam": {"enabled": True}}, name="bridge", namespace="trading")
+
+
+# ------------------------------------------------------------------------------ what the chart promises
+
+
+def test_default_install_is_a_statefulset_with_a_spool_claim(chart: helm.Chart) -> None:
+    objects = render(chart, {})
+    kinds = sorted(o["kind"] for o in objects.values())
+    assert kinds == sorted(
+        ["ConfigMap", "ConfigMap", "NetworkPolicy", "PodDisruptionBudget", "Service", "ServiceAccount", "StatefulSet"]
+    )
+    statefulset = workload(objects)
+    assert statefulset["spec"]["replicas"] == 1
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "spool"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    mounts = {m["name"]: m["mountPath"] for m in container(objects, "bridge")["volumeMounts"]}
+    assert mounts["spool"] == "/var/lib/ibkr-bridge"
+    assert bridge_config(objects)["delivery"]["spool"]["dir"].startswith("/var/lib/ibkr-bridge/")
+
+
+def test_without_persistence_it_is_a_deployment_that_never_overlaps_two_sessions(chart: helm.Chart) -> None:
+    objects = render(chart, VARIANTS["kafka"])
+    deployment = workload(objects)
+    assert deployment["kind"] == "Deployment"
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes["spool"]
+
+
+def test_bridge_container_is_locked_down(chart: helm.Chart) -> None:
+    objects = render(chart, {})
+    pod = workload(objects)["spec"]["template"]["spec"]
+    bridge = container(objects, "bridge")
+    security = bridge["securityContext"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["automountServiceAccountToken"] is False
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert bridge["resources"]["requests"] and bridge["resources"]["limits"]
+
+
+def test_probes_use_livez_and_readyz_on_the_admin_port(chart: helm.Chart) -> None:
+    objects = render(chart, {})
+    bridge = container(objects, "bridge")
+    assert bridge["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "admin"}
+    assert bridge["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert bridge["ports"] == [{"name": "admin", "containerPort": 9464, "protocol": "TCP"}]
+    service = objects["Service/bridge-ibkr-bridge"]
+    assert service["spec"]["ports"][0]["targetPort"] == "admin"
+
+
+def test_rendered_config_has_the_shape_of_the_compose_config(chart: helm.Chart) -> None:
+    compose_config = yaml.safe_load((ROOT / "deploy/config/bridge.yaml").read_text())
+    rendered = bridge_config(render(chart, {}))
+    assert leaf_paths(rendered) - leaf_paths(compose_config) == set()
+
+
+def test_kafka_variant_mounts_secrets_as_files_and_opens_only_broker_and_gateway_ports(chart: helm.Chart) -> None:
+    objects = render(chart, VARIANTS["kafka"])
+    config = bridge_config(objects)
+    kafka = config["sink"]["kafka"]
+    assert kafka["bootstrap_servers"] == ["kafka-0.kafka:9093", "kafka-1.kafka:9094"]
+    assert kafka["sasl"]["password_file"] == "/var/run/secrets/ibkr-bridge/kafka/password"
+    assert config["admin"]["token_file"] == "/var/run/secrets/ibkr-bridge/admin/token"
+    assert config["subscriptions"]["market_data"]["conids"] == [265598, 8314]
+    volumes = {v["name"]: v for v in workload(objects)["spec"]["template"]["spec"]["volumes"]}
+    secrets = [s["secret"]["name"] for s in volumes["secrets"]["projected"]["sources"]]
+    assert secrets == ["kafka-credentials", "bridge-admin"]
+    assert egress_ports(objects) == {53, 9093, 9094, 5000}
+    secret_keys = {"password", "username", "token"}
+    assert not {path.rsplit(".", 1)[-1] for path in leaf_paths(config)} & secret_keys
+
+
+def test_redis_variant_configures_the_redis_sink_and_its_port(chart: helm.Chart) -> None:
+    objects = render(chart, VARIANTS["redis"])
+    sink = bridge_config(objects)["sink"]
+    assert sink == {
+        "kind": "redis",
+        "redis": {
+            "url": "rediss://redis.data:6380/2",
+            "max_stream_length": 1000000,
+            "password_file": "/var/run/secrets/ibkr-bridge/redis/password",
+        },
+    }
+    assert egress_ports(objects) == {53, 6380, 5000}
+    policy = objects["NetworkPolicy/bridge-ibkr-bridge"]
+    broker_rule = next(r for r in policy["spec"]["egress"] if {"port": 6380, "protocol": "TCP"} in r["ports"])
+    assert broker_rule["to"] == [{"podSelector": {"matchLabels": {"app": "redis"}}}]
+
+
+def test_ibeam_sidecar_variant_runs_the_gateway_beside_the_bridge_with_its_allow_list(chart: helm.Chart) -> None:
+    objects = render(chart, VARIANTS["ibeam"])
+    names = [c["name"] for c in workload(objects)["spec"]["template"]["spec"]["containers"]]
+    assert names == ["bridge", "ibeam"]
+    assert bridge_config(objects)["gateway"]["url"] == "https://localhost:5000"
+    ibeam = container(objects, "ibeam")
+    assert ibeam["envFrom"] == [{"secretRef": {"name": "ibeam-login"}}]
+    assert {"name": "ibeam-inputs", "mountPath": "/srv/inputs", "readOnly": True} in ibeam["volumeMounts"]
+    conf = yaml.safe_load(objects["ConfigMap/bridge-ibkr-bridge"]["data"]["conf.yaml"])
+    assert conf["ips"]["allow"] == ["127.0.0.1", "10.42.*"]
+    assert conf["listenPort"] == 5000
+    assert 443 in egress_ports(objects)
+    assert 5000 not in egress_ports(objects)  # the gateway is on loopback
+
+
+def test_external_gateway_notes_tell_the_operator_about_the_allow_list(chart: helm.Chart) -> None:
+    notes = chart.render({}, name="bridge", namespace="trading")["ibkr-bridge/templates/NOTES.txt"]
+    assert "Access Denied" in notes and "ips.allow" in notes
+    sidecar = chart.render(VARIANTS["ibeam"], name="bridge", namespace="trading")
+    assert "Access Denied" not in sidecar["ibkr-bridge/templates/NOTES.txt"]
+
+
+def test_servicemonitor_variant_scrapes_the_admin_port_and_ships_the_alert_rules(chart: helm.Chart) -> None:
+    objects = render(chart, VARIANTS["servicemonitor"])
+    monitor = objects["ServiceMonitor/bridge-ibkr-bridge"]
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    service_ports = {p["name"] for p in objects["Service/bridge-ibkr-bridge"]["spec"]["ports"]}
+    assert monitor["spec"]["endpoints"][0]["port"] in service_ports
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    rules = objects["PrometheusRule/bridge-ibkr-bridge"]["spec"]
+    assert rules == yaml.safe_load((ROOT / "deploy/prometheus/rules/ibkr-bridge.rules.yml").read_text())
+
+
+def test_dashboard_configmap_carries_the_sidecar_label_and_the_shipped_dashboard(chart: helm.Chart) -> None:
+    objects = render(chart, VARIANTS["servicemonitor"])
+    dashboard = objects["ConfigMap/bridge-ibkr-bridge-dashboard"]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "ibkr"
+    shipped = (ROOT / "deploy/grafana/ibkr-bridge.json").read_text()
+    assert json.loads(dashboard["data"]["ibkr-bridge.json"]) == json.loads(shipped)
+
+
+def test_optional_objects_are_absent_by_default(chart: helm.Chart) -> None:
+    kinds = {o["kind"] for o in render(chart, {}).values()}
+    assert not kinds & {"ServiceMonitor", "PrometheusRule"}
+    off = render(chart, {"networkPolicy": {"enabled": False}, "podDisruptionBudget": {"enabled": False}})
+    assert not {o["kind"] for o in off.values()} & {"NetworkPolicy", "PodDisruptionBudget"}
+
+
+def test_readme_documents_every_value(chart: helm.Chart) -> None:
+    readme = (CHART / "README.md").read_text()
+    documented: set[str] = set()
+    # a row names keys as `a.b.c`, then maybe ` / `a.x` or ` / `.d` (a sibling of a.b.c)
+    for head, tail in re.findall(r"\| `([a-zA-Z][\w.]*)`((?: / `[\w.]+`)*)", readme):
+        documented.add(head)
+        parent = head.rsplit(".", 1)[0]
+        for part in re.findall(r"`([\w.]+)`", tail):
+            documented.add(f"{parent}{part}" if part.startswith(".") else part)
+    undocumented = {
+        path
+        for path in leaf_paths(chart.values)
+        if not any(path == key or path.startswith(key + ".") for key in documented)
+    }
+    assert len(documented) > 40
+    assert undocumented == set()
