@@ -10,7 +10,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from bridge.config import Settings
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -102,10 +105,58 @@ def _add_schemas(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     parser.set_defaults(command=_schemas)
 
 
+def _check_config(args: argparse.Namespace) -> int:
+    from bridge.config import load_settings
+    from bridge.errors import ConfigError
+
+    try:
+        settings = load_settings(Path(args.file))
+    except ConfigError as exc:
+        print(f"{args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    print(_summary(settings, args.file))
+    return EXIT_OK
+
+
+def _summary(settings: Settings, source: str) -> str:
+    subs = settings.subscriptions
+    topics = [name for name, on in (("orders", subs.orders), ("executions", subs.executions),
+                                    ("pnl", subs.pnl)) if on]  # fmt: skip
+    tls = "verification OFF (insecure_tls)" if settings.gateway.insecure_tls else "verified"
+    conids = ", ".join(subs.market_data.conids) or "-"
+    guarded = settings.admin.token is not None or settings.admin.token_file is not None
+    session = settings.session
+    lines = [
+        f"{source}: valid",
+        f"  gateway        {settings.gateway.url}  (websocket {settings.gateway.ws_url}, TLS {tls})",
+        f"  market data    {len(subs.market_data.conids)} conid(s): {conids}",
+        f"                 fields {','.join(subs.market_data.fields)}",
+        f"  other topics   {', '.join(topics) or '-'}; summary {subs.account_summary or '-'}; "
+        f"ledger {subs.account_ledger or '-'}; book {len(subs.book)}; bars {len(subs.bars)}",
+        f"  sink           {settings.sink.url}",
+        f"  delivery       market {settings.delivery.max_market_data_events} / critical "
+        f"{settings.delivery.max_critical_events} events in memory; spool {settings.delivery.spool_dir} "
+        f"(quota {settings.delivery.spool_max_bytes} bytes, fsync {settings.delivery.spool_fsync})",
+        f"  admin          http://{settings.admin.host}:{settings.admin.port} "
+        f"(mutations {'need a bearer token' if guarded else 'open'})",
+        f"  session        tic {session.tic_interval_s}s, tickle {session.tickle_interval_s}s, "
+        f"stale after {session.stale_after_s}s, smd refresh {session.smd_refresh_s}s",
+    ]
+    return "\n".join(lines)
+
+
+def _add_check_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("check-config", help="validate a config file; list every problem or summarize it")
+    parser.add_argument("file", metavar="FILE")
+    parser.set_defaults(command=_check_config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ibkr-bridge", description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
-    for add in (_add_normalize, _add_schemas, _add_sim):
+    for add in (_add_normalize, _add_schemas, _add_check_config, _add_sim):
         try:
             add(sub)
         except ImportError:  # a command whose module is not built yet is simply absent
