@@ -6,11 +6,14 @@ Exit codes: 0 success; 1 runtime failure; 2 usage or configuration error.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
     from bridge.config import Settings
@@ -153,10 +156,97 @@ def _add_check_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(command=_check_config)
 
 
+def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Command-line flags as settings overrides (flags win over the file)."""
+    overrides: dict[str, Any] = {}
+
+    def put(path: str, value: Any) -> None:
+        node = overrides
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+
+    if args.gateway:
+        put("gateway.url", args.gateway)
+    if args.gateway_insecure_tls:
+        put("gateway.insecure_tls", True)
+    if args.sink:
+        put("sink.url", args.sink)
+    if args.market_data:
+        put("subscriptions.market_data.conids", args.market_data)
+    for flag in ("orders", "executions", "pnl"):
+        if getattr(args, flag):
+            put(f"subscriptions.{flag}", True)
+    if args.admin:
+        host, _, port = args.admin.rpartition(":")
+        put("admin.host", host or "127.0.0.1")
+        put("admin.port", port)
+    return overrides
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bridge.config import load_settings
+    from bridge.errors import ConfigError
+    from bridge.logs import configure_logging
+
+    try:
+        settings = load_settings(Path(args.config) if args.config else None, run_overrides(args))
+    except ConfigError as exc:
+        print(f"ibkr-bridge run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(settings.logging.level, settings.logging.format)
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> int:
+    from bridge.app import Bridge
+
+    try:
+        bridge = Bridge(settings)
+    except ValueError as exc:
+        print(f"ibkr-bridge run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, bridge.stop)
+    try:
+        await bridge.run()
+    except Exception:
+        logging.getLogger("bridge").exception("the bridge stopped on an error")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "run",
+        help="run the bridge",
+        description="Run the bridge until SIGTERM/SIGINT, then drain. Flags override the config file. "
+        "Exit codes: 0 after a clean stop, 1 on a runtime failure, 2 on bad configuration.",
+    )
+    parser.add_argument("--config", "-c", metavar="FILE", help="YAML config file (see config/ for examples)")
+    parser.add_argument("--gateway", metavar="URL", help="gateway base URL, e.g. https://localhost:5000")
+    parser.add_argument(
+        "--gateway-insecure-tls",
+        action="store_true",
+        help="accept the loopback gateway's self-signed certificate (TLS verification off)",
+    )
+    parser.add_argument(
+        "--sink", metavar="URL", help="kafka://host:port[,host:port], redis://host:port[/db], stdout://, memory://"
+    )
+    parser.add_argument("--market-data", metavar="CONID[,CONID...]", help="market data conids")
+    parser.add_argument("--orders", action="store_true", help="subscribe live orders (sor)")
+    parser.add_argument("--executions", action="store_true", help="subscribe executions (str)")
+    parser.add_argument("--pnl", action="store_true", help="subscribe profit and loss (spl)")
+    parser.add_argument("--admin", metavar="HOST:PORT", help="admin HTTP address (default 127.0.0.1:9464)")
+    parser.set_defaults(command=_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ibkr-bridge", description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
-    for add in (_add_normalize, _add_schemas, _add_check_config, _add_sim):
+    for add in (_add_run, _add_check_config, _add_normalize, _add_schemas, _add_sim):
         try:
             add(sub)
         except ImportError:  # a command whose module is not built yet is simply absent

@@ -93,6 +93,7 @@ class Publisher:
         envelope: EnvelopeContext | None = None,
         observer: DeliveryObserver = NULL_OBSERVER,
         clock_ns: Callable[[], int] = time.time_ns,
+        on_acked: Callable[[Sequence[Record], int], None] | None = None,
     ) -> None:
         if max_batch_events < 1:
             raise ValueError("max_batch_events must be at least 1")
@@ -105,6 +106,7 @@ class Publisher:
         self._envelope = envelope if envelope is not None else EnvelopeContext()
         self._observer = observer
         self._clock_ns = clock_ns
+        self._on_acked = on_acked
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._sink_down = False
@@ -253,8 +255,15 @@ class Publisher:
         self.dead_lettered_events += 1
         self._observer.dead_lettered(record.destination, 1)
 
+    @property
+    def sink_up(self) -> bool:
+        """False from the first failed publish until the next acknowledged one."""
+        return not self._sink_down
+
     def _observe_published(self, records: Sequence[Record], seconds: float | None) -> None:
         self.published_events += len(records)
+        if self._on_acked is not None:
+            self._on_acked(records, self._clock_ns())
         if seconds is not None:
             self._observer.publish_duration(seconds, len(records))
         counts: dict[str, int] = {}

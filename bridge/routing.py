@@ -112,6 +112,14 @@ class Router:
         }
         self._plans: dict[type[Event], tuple[bool, str | None, Callable[[Event], str]]] = {}
 
+    def destination_of(self, family: str) -> str:
+        """The destination of a family whose name does not depend on the key (e.g. ``dlq``)."""
+        return self._static.get(family) or self._templates[family].replace("{family}", family)
+
+    def static_destinations(self) -> list[str]:
+        """Every destination known before any event arrives (for topic creation)."""
+        return list(self._static.values())
+
     def alias(self, account: str) -> str:
         return self._aliases.get(account, account)
 

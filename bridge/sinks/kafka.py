@@ -1,0 +1,439 @@
+"""Kafka sink: the only aiokafka user.
+
+A batch of records becomes one record batch per (topic, partition), built with
+the producer's ``create_batch()`` and shipped with ``send_batch()``: no await
+and no future per record. The partition of a key is the Java client's default
+(``murmur2(key) & 0x7fffffff % partitions``) so other producers of the same
+keys agree. Batches of one partition are submitted in order and each
+partition has at most one batch in the accumulator at a time, so per-partition
+(and therefore per-key) order holds; ``publish`` returns only when every
+partition has acknowledged.
+
+aiokafka's exceptions stop here: records refused for good (too large, unknown
+topic, authorization) raise :class:`SinkRejected` with the record's index;
+anything the broker may get over (connection, timeouts, leadership changes)
+raises :class:`SinkUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaProducer
+from aiokafka import errors as kafka_errors
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.helpers import create_ssl_context
+
+from bridge.errors import ConfigError, SinkRejected, SinkUnavailable
+from bridge.sinks.base import Record
+
+_log = logging.getLogger(__name__)
+
+Compression = Literal["none", "gzip", "lz4", "zstd", "snappy"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+HeaderMode = Literal["binary", "structured"]
+
+STRUCTURED_CONTENT_TYPE = b"application/cloudevents+json; charset=UTF-8"
+_HEADER_ALLOWANCE_BYTES = 4096  # headers are measured exactly only when a record is near the limit
+_PARTITION_CACHE_KEYS = 100_000  # per topic
+_TOPIC_EXISTS = 36
+
+# --------------------------------------------------------------------------- partitioner
+
+_SEED = 0x9747B28C
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (Java ``Utils.murmur2``) as a signed 32-bit integer."""
+    length = len(data)
+    end = length & ~3
+    h = (_SEED ^ length) & _MASK
+    k: int
+    for (k,) in struct.iter_unpack("<I", data[:end]):
+        k = (k * _M) & _MASK
+        k ^= k >> 24
+        k = (k * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    tail = length & 3
+    if tail == 3:
+        h ^= data[end + 2] << 16
+    if tail >= 2:
+        h ^= data[end + 1] << 8
+    if tail >= 1:
+        h ^= data[end]
+        h = (h * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def default_partition(key: bytes, partitions: int) -> int:
+    """The Java client's partition for a keyed record: ``toPositive(murmur2(key)) % partitions``."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSinkOptions:
+    """Producer settings. Defaults target Apache Kafka; brokers that refuse idempotence turn it off."""
+
+    bootstrap_servers: str = "localhost:9092"
+    client_id: str = "ibkr-bridge"
+    acks: Literal["all", 1, 0] = "all"
+    enable_idempotence: bool = True
+    compression: Compression = "zstd"
+    linger_ms: int = 0  # the publisher batches already; producer-side linger only adds latency
+    max_batch_bytes: int = 262_144
+    max_record_bytes: int = 1_000_000  # key + value + headers; larger records are rejected
+    request_timeout_ms: int = 30_000  # also bounds a whole publish
+    header_mode: HeaderMode = "binary"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    tls_cafile: str | None = None
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+    tls_check_hostname: bool = True
+    create_topics: tuple[str, ...] = ()
+    topic_partitions: int = 6
+    topic_replication: int = 1
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.enable_idempotence and self.acks != "all":
+            problems.append(f"kafka.acks: {self.acks!r} is not allowed with enable_idempotence (use 'all')")
+        if self.sasl_mechanism is not None and not (self.sasl_username and self.sasl_password):
+            problems.append("kafka.sasl_username / kafka.sasl_password: required with sasl_mechanism")
+        positive = (
+            "request_timeout_ms",
+            "max_batch_bytes",
+            "max_record_bytes",
+            "topic_partitions",
+            "topic_replication",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                problems.append(f"kafka.{name}: must be positive, got {getattr(self, name)}")
+        if problems:
+            raise ConfigError(problems)
+
+    @property
+    def security_protocol(self) -> str:
+        if self.sasl_mechanism is not None:
+            return "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
+        return "SSL" if self.tls else "PLAINTEXT"
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Connection and security arguments shared by the producer and the admin client."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "request_timeout_ms": self.request_timeout_ms,
+            "security_protocol": self.security_protocol,
+        }
+        if self.tls:
+            context = create_ssl_context(
+                cafile=self.tls_cafile, certfile=self.tls_certfile, keyfile=self.tls_keyfile
+            )
+            context.check_hostname = self.tls_check_hostname
+            kwargs["ssl_context"] = context
+        if self.sasl_mechanism is not None:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password
+        return kwargs
+
+    def producer_kwargs(self) -> dict[str, Any]:
+        return {
+            **self.client_kwargs(),
+            "acks": self.acks,
+            "enable_idempotence": self.enable_idempotence,
+            "compression_type": None if self.compression == "none" else self.compression,
+            "linger_ms": self.linger_ms,
+            "max_batch_size": self.max_batch_bytes,
+            "max_request_size": max(self.max_record_bytes, self.max_batch_bytes) + 65_536,
+        }
+
+
+# --------------------------------------------------------------------------- record shapes
+
+_BINARY_NAMES = {"datacontenttype": "content-type"}
+_UNIQUE_ATTRIBUTES = frozenset({"id", "time", "sequence"})  # not cached: (nearly) every record differs
+_HEADER_CACHE_ENTRIES = 16_384
+
+
+def _binary_header(attribute: tuple[str, str | int]) -> tuple[str, bytes]:
+    name, value = attribute
+    return _BINARY_NAMES.get(name) or "ce_" + name, value.encode() if isinstance(
+        value, str
+    ) else b"%d" % value
+
+
+def binary_headers(attributes: Sequence[tuple[str, str | int]]) -> list[tuple[str, bytes]]:
+    """CloudEvents Kafka binary mode: ``ce_<name>`` headers, ``datacontenttype`` as ``content-type``."""
+    return [_binary_header(attribute) for attribute in attributes]
+
+
+class BinaryHeaders:
+    """:func:`binary_headers`, caching the headers that repeat between records (type, source, subject...)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str | int], tuple[str, bytes]] = {}
+
+    def __call__(self, attributes: Sequence[tuple[str, str | int]]) -> list[tuple[str, bytes]]:
+        get, unique = self._cache.get, _UNIQUE_ATTRIBUTES
+        return [
+            ("ce_" + a[0], a[1].encode() if isinstance(a[1], str) else b"%d" % a[1])
+            if a[0] in unique
+            else get(a) or self._remember(a)
+            for a in attributes
+        ]
+
+    def _remember(self, attribute: tuple[str, str | int]) -> tuple[str, bytes]:
+        if len(self._cache) >= _HEADER_CACHE_ENTRIES:
+            self._cache.clear()
+        header = self._cache[attribute] = _binary_header(attribute)
+        return header
+
+
+def _headers_bytes(headers: Sequence[tuple[str, bytes]]) -> int:
+    return sum(len(name) + len(value) + 4 for name, value in headers)
+
+
+# --------------------------------------------------------------------------- error translation
+
+_REJECTED: tuple[type[BaseException], ...] = (
+    kafka_errors.RecordTooLargeError,
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+    kafka_errors.InvalidTopicError,
+    kafka_errors.TopicAuthorizationFailedError,
+    kafka_errors.ClusterAuthorizationFailedError,
+    kafka_errors.CorruptRecordException,
+    kafka_errors.InvalidTimestampError,
+    kafka_errors.PolicyViolationError,
+    kafka_errors.UnknownTopicOrPartitionError,
+)
+
+
+_TOO_LARGE = (
+    kafka_errors.RecordTooLargeError,
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+)
+
+
+def translate(exc: BaseException, index: int | None) -> SinkRejected | SinkUnavailable:
+    """Our error for an aiokafka one; ``index`` is the record it concerns, if one."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, _REJECTED):
+        return SinkRejected(f"kafka refused record {index}: {text}", index=index)
+    return SinkUnavailable(f"kafka unavailable: {text}")
+
+
+# --------------------------------------------------------------------------- the sink
+
+
+class _PartitionBatch:
+    """Records of one publish bound for one partition, in order, and the builder holding them."""
+
+    __slots__ = ("builder", "generation", "indices", "partition", "topic")
+
+    def __init__(self, topic: str, partition: int, builder: Any, generation: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.builder = builder
+        self.generation = generation  # n-th builder of this partition within the publish
+        self.indices: list[int] = []
+
+
+class KafkaSink:
+    """Publishes batches to Kafka with the batch API; see the module docstring for the guarantees."""
+
+    name = "kafka"
+
+    def __init__(self, options: KafkaSinkOptions) -> None:
+        self._options = options
+        self._producer: Any = None
+        self._partitions: dict[str, tuple[int, dict[bytes, int]]] = {}
+        self._structured = options.header_mode == "structured"
+        self._headers = BinaryHeaders()
+        self.last_ack_ns = 0  # wall clock (time.time_ns) of the last publish fully acknowledged
+
+    @property
+    def options(self) -> KafkaSinkOptions:
+        return self._options
+
+    async def start(self) -> None:
+        if self._producer is not None:
+            return
+        producer = AIOKafkaProducer(**self._options.producer_kwargs())
+        try:
+            await producer.start()
+            if self._options.create_topics:
+                await self._create_topics()
+        except BaseException as exc:
+            await producer.stop()
+            if isinstance(exc, kafka_errors.KafkaError):
+                raise translate(exc, None) from exc
+            raise
+        self._producer = producer
+        _log.info("kafka producer connected to %s", self._options.bootstrap_servers)
+
+    async def publish(self, batch: Sequence[Record]) -> None:
+        if not batch:
+            return
+        producer = self._producer
+        if producer is None:
+            raise SinkUnavailable("kafka sink is not started")
+        deadline_s = self._options.request_timeout_ms / 1000 + 1.0
+        try:
+            async with asyncio.timeout(deadline_s):
+                await self._publish(producer, batch)
+        except TimeoutError as exc:
+            raise SinkUnavailable(f"kafka did not acknowledge within {deadline_s:.1f} s") from exc
+        self.last_ack_ns = time.time_ns()
+
+    async def close(self) -> None:
+        """Wait for anything still in the producer (bounded by the request timeout), then disconnect."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            async with asyncio.timeout(self._options.request_timeout_ms / 1000):
+                await producer.stop()
+        except TimeoutError:
+            _log.warning("kafka producer did not drain within the request timeout; closing anyway")
+            await producer.client.close()
+        _log.info("kafka producer closed")
+
+    # ----------------------------------------------------------------------- publish steps
+
+    async def _publish(self, producer: Any, batch: Sequence[Record]) -> None:
+        counts = {
+            topic: await self._partition_count(producer, topic, batch)
+            for topic in {r.destination for r in batch}
+        }
+        plan = self._plan(producer, batch, counts)
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for part in plan:
+                futures.append(await producer.send_batch(part.builder, part.topic, partition=part.partition))
+        except kafka_errors.KafkaError as exc:
+            _abandon(futures)
+            raise translate(exc, plan[len(futures)].indices[0]) from exc
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failures = [(part, r) for part, r in zip(plan, results, strict=True) if isinstance(r, BaseException)]
+        if failures:
+            part, error = min(failures, key=lambda f: f[0].indices[0])
+            raise translate(error, self._blamed_index(part, error, batch)) from error
+
+    async def _partition_count(self, producer: Any, topic: str, batch: Sequence[Record]) -> int:
+        try:
+            partitions = await producer.partitions_for(topic)
+        except kafka_errors.UnknownTopicOrPartitionError as exc:
+            if not await producer.client.force_metadata_update():
+                raise SinkUnavailable(f"kafka unreachable while looking up topic {topic!r}") from exc
+            raise translate(exc, next(i for i, r in enumerate(batch) if r.destination == topic)) from exc
+        except kafka_errors.KafkaError as exc:
+            raise translate(exc, next(i for i, r in enumerate(batch) if r.destination == topic)) from exc
+        return len(partitions)
+
+    def _plan(self, producer: Any, batch: Sequence[Record], counts: dict[str, int]) -> list[_PartitionBatch]:
+        """Fill one builder per partition (more when one fills up); sync, so nothing interleaves."""
+        open_parts: dict[tuple[str, int], _PartitionBatch] = {}
+        plan: list[_PartitionBatch] = []
+        maps = self._partition_maps(counts)
+        structured, headers_of = self._structured, self._headers
+        gate = self._options.max_record_bytes - _HEADER_ALLOWANCE_BYTES
+        for index, record in enumerate(batch):
+            topic, key = record.destination, record.key
+            by_key = maps[topic]
+            partition = by_key.get(key)
+            if partition is None:
+                partition = by_key[key] = default_partition(key, counts[topic])
+            if structured:
+                value, headers = record.structured(), [("content-type", STRUCTURED_CONTENT_TYPE)]
+            else:
+                value, headers = record.data, headers_of(record.attributes)
+            if len(value) + len(key) > gate:
+                self._check_size(index, key, value, headers)
+            part = open_parts.get((topic, partition))
+            if (
+                part is None
+                or part.builder.append(timestamp=None, key=key, value=value, headers=headers) is None
+            ):
+                generation = 0 if part is None else part.generation + 1
+                part = open_parts[(topic, partition)] = _PartitionBatch(
+                    topic, partition, producer.create_batch(), generation
+                )
+                plan.append(part)
+                part.builder.append(timestamp=None, key=key, value=value, headers=headers)
+            part.indices.append(index)
+        for part in plan:
+            part.builder.close()
+        plan.sort(key=attrgetter("generation"))  # every partition's first builder goes out first
+        return plan
+
+    def _check_size(self, index: int, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        limit = self._options.max_record_bytes
+        size = len(key) + len(value) + _headers_bytes(headers)
+        if size > limit:
+            raise SinkRejected(f"record {index} is {size} bytes, over max_record_bytes={limit}", index=index)
+
+    def _partition_maps(self, counts: dict[str, int]) -> dict[str, dict[bytes, int]]:
+        """Per topic, the cached partition of each key seen (reset when the partition count changes)."""
+        maps = {}
+        for topic, count in counts.items():
+            cached = self._partitions.get(topic)
+            if cached is None or cached[0] != count or len(cached[1]) > _PARTITION_CACHE_KEYS:
+                cached = self._partitions[topic] = (count, {})
+            maps[topic] = cached[1]
+        return maps
+
+    @staticmethod
+    def _blamed_index(part: _PartitionBatch, exc: BaseException, batch: Sequence[Record]) -> int:
+        """The record a rejection concerns: the largest one for size errors, else the first."""
+        if isinstance(exc, _TOO_LARGE):
+            return max(part.indices, key=lambda i: len(batch[i].data))
+        return part.indices[0]
+
+    async def _create_topics(self) -> None:
+        options = self._options
+        topics = [
+            NewTopic(t, options.topic_partitions, options.topic_replication) for t in options.create_topics
+        ]
+        admin = AIOKafkaAdminClient(**options.client_kwargs())
+        try:
+            await admin.start()
+            response = await admin.create_topics(topics)
+        except kafka_errors.KafkaError as exc:
+            raise translate(exc, None) from exc
+        finally:
+            await admin.close()
+        for topic, code, message in response.topic_errors:
+            if code not in (0, _TOPIC_EXISTS):
+                error = kafka_errors.for_code(code)
+                if error.retriable:
+                    raise SinkUnavailable(f"kafka could not create topic {topic!r}: {message}")
+                raise ConfigError([f"kafka.create_topics: {topic!r}: {error.__name__}: {message}"])
+            _log.info("kafka topic %s %s", topic, "created" if code == 0 else "already exists")
+
+
+def _abandon(futures: Sequence[asyncio.Future[Any]]) -> None:
+    """Retrieve the outcome of batches nobody will await (they may still be delivered)."""
+    for future in futures:
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
