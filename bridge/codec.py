@@ -105,6 +105,11 @@ _MAX_TIME_MS = 32_503_680_000_000  # year 3000: a gateway time beyond it is garb
 
 def event_time_ms(event: Event, received_ns: int) -> int:
     """The event's own time where the gateway gives a plausible one, else when the bridge received it."""
+    if type(event) is Quote:
+        updated = event.updated_ms
+        if updated is not None and 0 <= updated < _MAX_TIME_MS:
+            return updated
+        return received_ns // 1_000_000
     for name in _TIME_FIELDS:
         value = getattr(event, name, None)
         if type(value) is int and 0 <= value < _MAX_TIME_MS:
@@ -160,12 +165,12 @@ def encode(event: Event, route: Route, ctx: EnvelopeContext, received_ns: int) -
     time_ms = event_time_ms(event, received_ns)
     cls = type(event)
     constant = ctx.constant_attributes(cls)
-    attributes: tuple[tuple[str, str | int], ...] = (
-        constant[0],
-        ("id", event_id(event, time_ms)),
-        *constant[1:],
+    identity = _quote_id(event) if cls is Quote else event_id(event, time_ms)
+    attributes = (
+        *constant,
+        ("id", identity),
         ("time", ctx.time_text(time_ms)),
-        ("subject", route.key.decode()),
+        ("subject", route.subject or route.key.decode()),
         ("sequence", ctx.sequence),
     )
     return Record(route.destination, route.key, orjson.dumps(event), attributes, cls.CLASS, cls.TYPE, time_ms)

@@ -44,12 +44,14 @@ DEFAULT_DESTINATIONS: dict[str, str] = {
 }
 
 GATEWAY_KEY = "gateway"
+_ROUTE_CACHE_MAX = 100_000  # distinct keys per event type kept; conids and live orders fit easily
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
     destination: str
     key: bytes
+    subject: str = ""  # the key as text (the CloudEvents ``subject``)
 
 
 def _conid(event: Event) -> str:
@@ -81,6 +83,9 @@ def _dead_letter_key(event: Event) -> str:
     return event.topic or "dlq"
 
 
+_Plan = tuple[bool, str | None, "Callable[[Event], str]", dict[str, Route]]
+
+
 class Router:
     """Decides where each event goes and under which key; ``None`` means not published."""
 
@@ -110,7 +115,7 @@ class Router:
             Bulletin: _notification_key,
             DeadLetter: _dead_letter_key,
         }
-        self._plans: dict[type[Event], tuple[bool, str | None, Callable[[Event], str]]] = {}
+        self._plans: dict[type[Event], _Plan] = {}
 
     def destination_of(self, family: str) -> str:
         """The destination of a family whose name does not depend on the key (e.g. ``dlq``)."""
@@ -138,15 +143,22 @@ class Router:
         plan = self._plans.get(cls)
         if plan is None:
             plan = self._plans[cls] = self._plan(cls)
-        if not plan[0]:
+        published, destination, key_of, cache = plan
+        if not published:
             return None
-        key = plan[2](event)
-        destination = plan[1]
-        if destination is None:
-            destination = self._templates[cls.FAMILY].replace("{family}", cls.FAMILY).replace("{key}", key)
-        return Route(destination, key.encode())
+        key = key_of(event)
+        route = cache.get(key)
+        if route is None:
+            if destination is None:
+                template = self._templates[cls.FAMILY]
+                destination = template.replace("{family}", cls.FAMILY).replace("{key}", key)
+            route = Route(destination, key.encode(), key)
+            if len(cache) >= _ROUTE_CACHE_MAX:
+                cache.clear()
+            cache[key] = route
+        return route
 
-    def _plan(self, cls: type[Event]) -> tuple[bool, str | None, Callable[[Event], str]]:
-        """Per event type: published?, static destination (None if per key), key function."""
+    def _plan(self, cls: type[Event]) -> _Plan:
+        """Per event type: published?, static destination (None if per key), key function, route cache."""
         published = cls.CLASS is not EventClass.INTERNAL or self._publish_internal
-        return published, self._static.get(cls.FAMILY), self._key_of.get(cls, _gateway_key)
+        return published, self._static.get(cls.FAMILY), self._key_of.get(cls, _gateway_key), {}

@@ -127,7 +127,7 @@ class Normalizer:
             # Fast path for data topics (reference §1.5 precedence: an error key comes first).
             topic_name = obj.get("topic")
             if type(topic_name) is str and "error" not in obj:
-                topic = wire.parse_topic(topic_name)
+                topic = _TOPICS.get(topic_name) or wire.parse_topic(topic_name)
                 if topic is not None:
                     if topic.channel == "md":
                         return [self._quote(topic, obj)]
@@ -232,10 +232,13 @@ class Normalizer:
     def _quote(self, topic: wire.Topic, obj: dict[str, Any]) -> Event:
         # State is keyed by the echoed target, so venue-qualified and combo streams stay apart;
         # combos carry spread conid 0 (reference §2.1).
-        target = topic.target or str(obj.get("conid", ""))
-        conid = to_int(obj.get("conid"))
-        if conid is None:
-            conid = _conid_from_target(target)
+        targets = topic.targets
+        target = targets[0] if targets else str(obj.get("conid", ""))
+        conid = obj.get("conid")
+        if type(conid) is not int:
+            conid = to_int(conid)
+            if conid is None:
+                conid = _conid_from_target(target)
         state = self._quotes.get(target)
         if state is None:
             state = self._quotes[target] = _QuoteState()
@@ -268,9 +271,11 @@ class Normalizer:
         changed: list[str] = []
         values = state.values
         for key, raw in obj.items():
-            spec = QUOTE_FIELDS.get(key)
-            if spec is None:
-                if key not in _QUOTE_IDENTITY and state.extra.get(key, _MISSING) != raw:
+            spec = QUOTE_KEYS.get(key, _MISSING)
+            if spec is None:  # identity keys, handled below
+                continue
+            if spec is _MISSING:
+                if state.extra.get(key, _MISSING) != raw:
                     state.extra[key] = raw
                     changed.append(key)
                 continue
@@ -410,6 +415,7 @@ class Normalizer:
 
 
 _MISSING = object()
+_TOPICS = wire.TOPIC_CACHE
 _PARSERS: dict[Kind, Callable[[Any], Scalar]] = {
     Kind.PRICE: to_float,
     Kind.NUMBER: to_float,
@@ -421,6 +427,8 @@ _PARSERS: dict[Kind, Callable[[Any], Scalar]] = {
 QUOTE_FIELDS: dict[str, tuple[str, Callable[[Any], Scalar], bool]] = {
     fid: (name, _PARSERS[kind], kind is Kind.PRICE) for fid, (name, kind) in MARKET_DATA_FIELDS.items()
 }
+# one lookup per frame key: a field spec, or None for the identity keys handled after the loop
+QUOTE_KEYS: dict[str, Any] = {**QUOTE_FIELDS, **dict.fromkeys(_QUOTE_IDENTITY)}
 
 
 def _object(value: Any) -> dict[str, Any]:

@@ -239,21 +239,21 @@ class Topic:
         return self.targets[0] if self.targets else None
 
 
-_topic_cache: dict[str, Topic | None] = {}
+TOPIC_CACHE: dict[str, Topic | None] = {}  # parsed topics, shared with the normalizer's hot path
 
 
 def parse_topic(topic: str) -> Topic | None:
     """``smd+265598`` -> Topic('md', ('265598',)); None when it is not a known data topic."""
-    cached = _topic_cache.get(topic)
-    if cached is not None or topic in _topic_cache:
+    cached = TOPIC_CACHE.get(topic)
+    if cached is not None or topic in TOPIC_CACHE:
         return cached
     parts = topic.split("+")
     verb = parts[0]
     parsed = None
     if len(verb) == 3 and verb[0] == "s" and verb[1:] in DATA_CHANNELS:
         parsed = Topic(verb[1:], tuple(parts[1:]))
-    if len(_topic_cache) < 100_000:
-        _topic_cache[topic] = parsed
+    if len(TOPIC_CACHE) < 100_000:
+        TOPIC_CACHE[topic] = parsed
     return parsed
 
 

@@ -9,6 +9,7 @@ field fails here rather than in a cluster.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+
+from bridge.config import SECRET_KEYS, load_settings
+from bridge.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm/ibkr-bridge"
@@ -36,7 +40,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
             },
         },
         "spool": {"persistence": {"enabled": False}},
-        "subscriptions": {"marketData": {"conids": [265598, 8314]}},
+        "subscriptions": {"marketData": {"conids": [265598, "8314@SMART"], "fields": ["31", "84", "86"]}},
         "admin": {"existingSecret": "bridge-admin"},
     },
     "redis": {
@@ -45,6 +49,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "ibeam": {
         "ibeam": {"enabled": True, "existingSecret": "ibeam-login", "allowList": ["127.0.0.1", "10.42.*"]},
+    },
+    "tuned": {
+        "gateway": {"account": "U1234567", "heartbeatTimeoutS": 20, "tickleIntervalS": 45},
+        "sink": {"redis": {"username": "bridge"}},  # ignored: the sink is Kafka
+        "log": {"format": "auto"},
+        "extraConfig": {"session": {"smd_refresh_s": 300}, "sink": {"kafka": {"create_topics": True}}},
     },
     "servicemonitor": {
         "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
@@ -127,6 +137,29 @@ def container(objects: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
 def bridge_config(objects: dict[str, dict[str, Any]]) -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load(objects["ConfigMap/bridge-ibkr-bridge"]["data"]["bridge.yaml"])
     return loaded
+
+
+def secret_files(objects: dict[str, dict[str, Any]]) -> set[str]:
+    """Every file the bridge container sees under its projected secrets volume."""
+    pod = workload(objects)["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    files = set()
+    for mount in container(objects, "bridge")["volumeMounts"]:
+        projected = volumes.get(mount["name"], {}).get("projected")  # the spool claim is no pod volume
+        for source in projected["sources"] if projected else ():
+            files |= {f"{mount['mountPath']}/{item['path']}" for item in source["secret"]["items"]}
+    return files
+
+
+def file_keys(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """``dotted.key -> path`` for every ``*_file`` key of a bridge configuration."""
+    found = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            found |= file_keys(value, f"{prefix}{key}.")
+        elif key.endswith("_file"):
+            found[f"{prefix}{key}"] = value
+    return found
 
 
 def egress_ports(objects: dict[str, dict[str, Any]]) -> set[int]:
@@ -219,7 +252,7 @@ def test_default_install_is_a_statefulset_with_a_spool_claim(chart: helm.Chart) 
     assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
     mounts = {m["name"]: m["mountPath"] for m in container(objects, "bridge")["volumeMounts"]}
     assert mounts["spool"] == "/var/lib/ibkr-bridge"
-    assert bridge_config(objects)["delivery"]["spool"]["dir"].startswith("/var/lib/ibkr-bridge/")
+    assert bridge_config(objects)["delivery"]["spool_dir"].startswith("/var/lib/ibkr-bridge/")
 
 
 def test_without_persistence_it_is_a_deployment_that_never_overlaps_two_sessions(chart: helm.Chart) -> None:
@@ -255,39 +288,103 @@ def test_probes_use_livez_and_readyz_on_the_admin_port(chart: helm.Chart) -> Non
     assert service["spec"]["ports"][0]["targetPort"] == "admin"
 
 
-def test_rendered_config_has_the_shape_of_the_compose_config(chart: helm.Chart) -> None:
-    compose_config = yaml.safe_load((ROOT / "deploy/config/bridge.yaml").read_text())
-    rendered = bridge_config(render(chart, {}))
-    assert leaf_paths(rendered) - leaf_paths(compose_config) == set()
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_rendered_bridge_config_is_accepted_by_the_bridge_with_the_pod_secrets_and_env(
+    chart: helm.Chart, variant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ConfigMap's bridge.yaml, loaded by ``load_settings`` as the pod would load it.
+
+    ``load_settings`` requires every ``*_file`` to exist. Each one must name a file of the pod's
+    secrets volume; those files are recreated under tmp (same relative paths) and the paths
+    rewritten to them, so the check covers both the config shape and its agreement with the
+    mounts. The container's ``BRIDGE_*`` env (e.g. the SASL username from a secretKeyRef) is set
+    with placeholder values, and nothing else of the test process's env leaks in.
+    """
+    objects = render(chart, VARIANTS[variant])
+    config = bridge_config(objects)
+    mounted = secret_files(objects)
+    for key, path in file_keys(config).items():
+        assert path in mounted, f"{variant}: {key} names {path}, which no secret is mounted at"
+        local = tmp_path / "secrets" / path.lstrip("/")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_text("placeholder\n")
+        section = config
+        for part in key.split(".")[:-1]:
+            section = section[part]
+        section[key.rsplit(".", 1)[-1]] = str(local)
+    for name in [n for n in os.environ if n.upper().startswith("BRIDGE_")]:
+        monkeypatch.delenv(name)
+    for entry in container(objects, "bridge").get("env", []):
+        if entry["name"].startswith("BRIDGE_"):
+            monkeypatch.setenv(entry["name"], entry.get("value", "from-secret"))
+    path = tmp_path / "bridge.yaml"
+    path.write_text(yaml.safe_dump(config))
+    settings = load_settings(path)
+    assert settings.admin.host == "0.0.0.0"
+    assert settings.admin.port == container(objects, "bridge")["ports"][0]["containerPort"]
+    mounts = {m["name"]: m["mountPath"] for m in container(objects, "bridge")["volumeMounts"]}
+    assert settings.delivery.spool_dir.is_relative_to(mounts["spool"])
+
+
+def test_a_bridge_config_file_naming_an_unmounted_secret_is_refused(chart: helm.Chart, tmp_path: Path) -> None:
+    config = bridge_config(render(chart, VARIANTS["kafka"]))
+    path = tmp_path / "bridge.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert any(p.startswith("admin.token_file: /var/run/secrets/ibkr-bridge/admin/token") for p in caught.value.problems)
+    assert any(p.startswith("sink.kafka.sasl_password_file:") for p in caught.value.problems)
+
+
+def test_values_map_onto_the_bridge_settings(chart: helm.Chart) -> None:
+    config = bridge_config(render(chart, VARIANTS["tuned"]))
+    assert config["gateway"] == {"url": "https://ibkr-gateway:5000", "insecure_tls": True, "account": "U1234567"}
+    assert config["session"] == {"stale_after_s": 20, "tickle_interval_s": 45, "smd_refresh_s": 300}
+    assert config["sink"] == {
+        "url": "kafka://kafka:9092",
+        "kafka": {
+            "compression": "zstd",
+            "linger_ms": 0,
+            "enable_idempotence": True,
+            "tls": False,
+            "create_topics": True,
+        },
+    }
+    assert config["logging"] == {"level": "INFO", "format": "auto"}
+    assert config["subscriptions"]["market_data"] == {"conids": []}  # the bridge's default fields
 
 
 def test_kafka_variant_mounts_secrets_as_files_and_opens_only_broker_and_gateway_ports(chart: helm.Chart) -> None:
     objects = render(chart, VARIANTS["kafka"])
     config = bridge_config(objects)
+    assert config["sink"]["url"] == "kafka://kafka-0.kafka:9093,kafka-1.kafka:9094"
     kafka = config["sink"]["kafka"]
-    assert kafka["bootstrap_servers"] == ["kafka-0.kafka:9093", "kafka-1.kafka:9094"]
-    assert kafka["sasl"]["password_file"] == "/var/run/secrets/ibkr-bridge/kafka/password"
+    assert (kafka["tls"], kafka["sasl_mechanism"]) == (True, "SCRAM-SHA-512")
+    assert kafka["sasl_password_file"] == "/var/run/secrets/ibkr-bridge/kafka/password"
     assert config["admin"]["token_file"] == "/var/run/secrets/ibkr-bridge/admin/token"
-    assert config["subscriptions"]["market_data"]["conids"] == [265598, 8314]
+    assert config["subscriptions"]["market_data"] == {"conids": [265598, "8314@SMART"], "fields": ["31", "84", "86"]}
+    assert "redis" not in config["sink"]
     volumes = {v["name"]: v for v in workload(objects)["spec"]["template"]["spec"]["volumes"]}
     secrets = [s["secret"]["name"] for s in volumes["secrets"]["projected"]["sources"]]
     assert secrets == ["kafka-credentials", "bridge-admin"]
+    assert secret_files(objects) == {
+        "/var/run/secrets/ibkr-bridge/kafka/password",
+        "/var/run/secrets/ibkr-bridge/admin/token",
+    }
+    username = {"secretKeyRef": {"name": "kafka-credentials", "key": "username"}}
+    assert {"name": "BRIDGE_SINK__KAFKA__SASL_USERNAME", "valueFrom": username} in container(objects, "bridge")["env"]
     assert egress_ports(objects) == {53, 9093, 9094, 5000}
-    secret_keys = {"password", "username", "token"}
-    assert not {path.rsplit(".", 1)[-1] for path in leaf_paths(config)} & secret_keys
+    assert not leaf_paths(config) & {".".join(path) for path in SECRET_KEYS}  # secret values never in YAML
 
 
 def test_redis_variant_configures_the_redis_sink_and_its_port(chart: helm.Chart) -> None:
     objects = render(chart, VARIANTS["redis"])
     sink = bridge_config(objects)["sink"]
     assert sink == {
-        "kind": "redis",
-        "redis": {
-            "url": "rediss://redis.data:6380/2",
-            "max_stream_length": 1000000,
-            "password_file": "/var/run/secrets/ibkr-bridge/redis/password",
-        },
+        "url": "rediss://redis.data:6380/2",
+        "redis": {"maxlen_events": 1000000, "password_file": "/var/run/secrets/ibkr-bridge/redis/password"},
     }
+    assert secret_files(objects) == {"/var/run/secrets/ibkr-bridge/redis/password"}
     assert egress_ports(objects) == {53, 6380, 5000}
     policy = objects["NetworkPolicy/bridge-ibkr-bridge"]
     broker_rule = next(r for r in policy["spec"]["egress"] if {"port": 6380, "protocol": "TCP"} in r["ports"])

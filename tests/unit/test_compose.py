@@ -9,6 +9,7 @@ ports that do not clash, dependencies that resolve, and names that agree across 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import shutil
 import subprocess
@@ -21,6 +22,8 @@ import compose_spec
 import pytest
 import yaml
 
+from bridge import cli
+from bridge.config import load_settings
 from tests.fixtures.processes import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,7 +175,7 @@ def test_bridge_runs_read_only_with_its_spool_on_a_volume(compose: dict[str, Any
     assert bridge["cap_drop"] == ["ALL"]
     targets = dict((target, source) for source, target in short_volumes(bridge))
     assert not targets[SPOOL_DIR].startswith((".", "/")), "the spool must be a named volume"
-    assert bridge_config()["delivery"]["spool"]["dir"].startswith(SPOOL_DIR + "/")
+    assert bridge_config()["delivery"]["spool_dir"].startswith(SPOOL_DIR + "/")
     config_source = targets["/etc/ibkr-bridge/bridge.yaml"]
     assert (COMPOSE_FILE.parent / config_source) == DEPLOY / "config/bridge.yaml"
 
@@ -205,10 +208,42 @@ def test_kafka_runs_single_node_kraft_reachable_as_configured(compose: dict[str,
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "zookeeper" not in yaml.safe_dump(env).lower()
     assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
-    config = bridge_config()
-    assert config["sink"]["kind"] == "kafka"
-    assert config["sink"]["kafka"]["bootstrap_servers"] == ["kafka:9092"]
-    assert config["sink"]["redis"]["url"].startswith("redis://redis:6379")
+    sink = bridge_config()["sink"]
+    assert sink["url"] == "kafka://kafka:9092"
+    assert sink["kafka"]["enable_idempotence"] is True  # Apache Kafka accepts idempotent producers
+
+
+# ------------------------------------------------------------------------------ the bridge's config
+
+
+@pytest.fixture
+def clean_bridge_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No BRIDGE_* variable of the test process may mask what the file says."""
+    for name in [n for n in os.environ if n.upper().startswith("BRIDGE_")]:
+        monkeypatch.delenv(name)
+
+
+@pytest.mark.usefixtures("clean_bridge_env")
+def test_the_compose_bridge_config_passes_check_config(capsys: pytest.CaptureFixture[str]) -> None:
+    status = cli.main(["check-config", str(DEPLOY / "config/bridge.yaml")])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "valid" in captured.out
+
+
+@pytest.mark.usefixtures("clean_bridge_env")
+def test_the_compose_bridge_config_reaches_the_services_of_the_stack(compose: dict[str, Any]) -> None:
+    settings = load_settings(DEPLOY / "config/bridge.yaml")
+    graph = services(compose)
+    assert settings.gateway.ws_url == "wss://gateway:5000/v1/api/ws"
+    assert settings.gateway.insecure_tls is True  # the compose-internal gateway's self-signed certificate
+    assert settings.sink.kind == "kafka"
+    advertised = graph["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    assert f"PLAINTEXT://{settings.sink.kafka_bootstrap}" in advertised
+    assert (settings.admin.host, settings.admin.port) == ("0.0.0.0", ADMIN_PORT)
+    assert settings.delivery.spool_dir.is_relative_to(SPOOL_DIR)
+    stop_grace_s = int(graph["bridge"]["stop_grace_period"].removesuffix("s"))
+    assert settings.delivery.drain_timeout_s < stop_grace_s
 
 
 # ------------------------------------------------------------------------------ Dockerfile

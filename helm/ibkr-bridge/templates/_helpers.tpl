@@ -44,6 +44,21 @@ app.kubernetes.io/part-of: ibkr-bridge
 {{/* Where secrets are mounted as files; the bridge reads them through *_file keys. */}}
 {{- define "ibkr-bridge.secretsDir" -}}/var/run/secrets/ibkr-bridge{{- end -}}
 
+{{/* "true" when the Kafka sink authenticates with SASL (else empty). */}}
+{{- define "ibkr-bridge.kafkaSasl" -}}
+{{- if and (eq .Values.sink.kind "kafka") .Values.sink.kafka.sasl.enabled }}true{{ end -}}
+{{- end -}}
+
+{{/* "true" when the Redis sink reads its password from a Secret (else empty). */}}
+{{- define "ibkr-bridge.redisSecret" -}}
+{{- if and (eq .Values.sink.kind "redis") .Values.sink.redis.existingSecret }}true{{ end -}}
+{{- end -}}
+
+{{/* "true" when any Secret is mounted under secretsDir (else empty). */}}
+{{- define "ibkr-bridge.mountsSecrets" -}}
+{{- if or (include "ibkr-bridge.kafkaSasl" .) (include "ibkr-bridge.redisSecret" .) .Values.admin.existingSecret }}true{{ end -}}
+{{- end -}}
+
 {{/* The port of a "host:port" or a URL; "default" when it names none. */}}
 {{- define "ibkr-bridge.portOf" -}}
 {{- $withoutScheme := regexReplaceAll "^[a-z]+://([^/@]*@)?" .address "" -}}
@@ -52,58 +67,78 @@ app.kubernetes.io/part-of: ibkr-bridge
 {{- if gt (len $parts) 1 }}{{ last $parts }}{{ else }}{{ .default }}{{ end -}}
 {{- end -}}
 
-{{/* The bridge's own YAML configuration, rendered from values. */}}
+{{/*
+The bridge's own YAML configuration (bridge/config.py: gateway, session, subscriptions, sink,
+delivery, admin, logging), rendered from values. Secrets appear only as *_file paths under
+secretsDir, where workload.yaml mounts them; the Kafka SASL username comes from the environment.
+*/}}
 {{- define "ibkr-bridge.config" -}}
 {{- $v := .Values -}}
 {{- $secrets := include "ibkr-bridge.secretsDir" . -}}
 {{- $gateway := dict
       "url" (ternary "https://localhost:5000" $v.gateway.url $v.ibeam.enabled)
-      "insecure_tls" $v.gateway.insecureTls
-      "heartbeat_timeout_s" $v.gateway.heartbeatTimeoutS
+      "insecure_tls" $v.gateway.insecureTls -}}
+{{- with $v.gateway.account -}}
+{{- $_ := set $gateway "account" . -}}
+{{- end -}}
+{{- $session := dict
+      "stale_after_s" $v.gateway.heartbeatTimeoutS
       "tickle_interval_s" $v.gateway.tickleIntervalS -}}
 {{- $md := $v.subscriptions.marketData -}}
+{{- $marketData := dict "conids" $md.conids -}}
+{{- with $md.fields -}}
+{{- $_ := set $marketData "fields" . -}}
+{{- end -}}
 {{- $subscriptions := dict
-      "market_data" (dict "conids" $md.conids "fields" $md.fields "stale_after_s" $md.staleAfterS)
+      "market_data" $marketData
       "orders" $v.subscriptions.orders
       "executions" $v.subscriptions.executions
       "pnl" $v.subscriptions.pnl -}}
+{{- $sink := dict -}}
+{{- if eq $v.sink.kind "kafka" -}}
 {{- $k := $v.sink.kafka -}}
 {{- $kafka := dict
-      "bootstrap_servers" $k.bootstrapServers
       "compression" $k.compression
       "linger_ms" $k.lingerMs
-      "acks" $k.acks
       "enable_idempotence" $k.enableIdempotence
       "tls" $k.tls -}}
-{{- if $k.sasl.enabled -}}
-{{- $_ := set $kafka "sasl" (dict
-      "mechanism" $k.sasl.mechanism
-      "username_file" (printf "%s/kafka/%s" $secrets $k.sasl.usernameKey)
-      "password_file" (printf "%s/kafka/%s" $secrets $k.sasl.passwordKey)) -}}
+{{- if include "ibkr-bridge.kafkaSasl" . -}}
+{{- $_ := set $kafka "sasl_mechanism" $k.sasl.mechanism -}}
+{{- $_ := set $kafka "sasl_password_file" (printf "%s/kafka/%s" $secrets $k.sasl.passwordKey) -}}
 {{- end -}}
-{{- $redis := dict "url" $v.sink.redis.url "max_stream_length" $v.sink.redis.maxStreamLength -}}
-{{- if $v.sink.redis.existingSecret -}}
-{{- $_ := set $redis "password_file" (printf "%s/redis/%s" $secrets $v.sink.redis.passwordKey) -}}
+{{- $_ := set $sink "url" (printf "kafka://%s" (join "," $k.bootstrapServers)) -}}
+{{- $_ := set $sink "kafka" $kafka -}}
+{{- else -}}
+{{- $r := $v.sink.redis -}}
+{{- $redis := dict "maxlen_events" $r.maxStreamLength -}}
+{{- with $r.username -}}
+{{- $_ := set $redis "username" . -}}
 {{- end -}}
-{{- $sink := dict "kind" $v.sink.kind -}}
-{{- $_ := set $sink $v.sink.kind (ternary $kafka $redis (eq $v.sink.kind "kafka")) -}}
+{{- if include "ibkr-bridge.redisSecret" . -}}
+{{- $_ := set $redis "password_file" (printf "%s/redis/%s" $secrets $r.passwordKey) -}}
+{{- end -}}
+{{- $_ := set $sink "url" $r.url -}}
+{{- $_ := set $sink "redis" $redis -}}
+{{- end -}}
 {{- $delivery := dict
       "max_batch_events" $v.delivery.maxBatchEvents
       "max_market_data_events" $v.delivery.maxMarketDataEvents
       "max_critical_events" $v.delivery.maxCriticalEvents
       "drain_timeout_s" $v.delivery.drainTimeoutS
-      "spool" (dict "dir" "/var/lib/ibkr-bridge/spool" "max_bytes" $v.spool.maxBytes) -}}
+      "spool_dir" "/var/lib/ibkr-bridge/spool"
+      "spool_max_bytes" $v.spool.maxBytes -}}
 {{- $admin := dict "host" "0.0.0.0" "port" $v.admin.port -}}
 {{- if $v.admin.existingSecret -}}
 {{- $_ := set $admin "token_file" (printf "%s/admin/%s" $secrets $v.admin.tokenKey) -}}
 {{- end -}}
 {{- $config := dict
       "gateway" $gateway
+      "session" $session
       "subscriptions" $subscriptions
       "sink" $sink
       "delivery" $delivery
       "admin" $admin
-      "log" (dict "level" $v.log.level "format" $v.log.format) -}}
+      "logging" (dict "level" $v.log.level "format" $v.log.format) -}}
 {{- toYaml (mergeOverwrite $config (deepCopy $v.extraConfig)) -}}
 {{- end -}}
 
