@@ -13,7 +13,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -246,6 +246,7 @@ class Bridge:
             ConnectionSettings(ws_url=gateway.ws_url, insecure_tls=gateway.insecure_tls, ca_file=ca_file),
         )
         self.counts = _Counts()
+        self._ack_listeners: list[Callable[[Sequence[Record], int], None]] = []
         self._stop = asyncio.Event()
         self._admin: web.AppRunner | None = None
         self.admin_port: int | None = None
@@ -308,8 +309,14 @@ class Bridge:
                     m.events_reconciled(family, count)
         log.info("gateway %s%s", kind.value, f": {event.reason}" if event.reason else "")
 
+    def add_ack_listener(self, listener: Callable[[Sequence[Record], int], None]) -> None:
+        """Also call ``listener(records, ack_ns)`` for every acknowledged batch (the demo's live view)."""
+        self._ack_listeners.append(listener)
+
     def _acked(self, records: Sequence[Record], ack_ns: int) -> None:
         self.counts.published_events += len(records)
+        for listener in self._ack_listeners:
+            listener(records, ack_ns)
         ack_ms = ack_ns / 1e6
         lags: dict[str, list[float]] = {}
         for record in records:

@@ -243,10 +243,30 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(command=_run)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from bridge.demo import main as demo_main
+
+    logging.basicConfig(level=logging.ERROR)
+    return demo_main(None if args.keep else args.duration)
+
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "demo",
+        help="run simulator, embedded broker and bridge on this machine with a live view",
+        description="Start the gateway simulator, an embedded Kafka-protocol broker and the bridge; "
+        "show frames/s, events/s per destination, lag and the latest events; "
+        "drop the gateway socket half-way; summarize.",
+    )
+    parser.add_argument("--duration", type=float, default=30.0, metavar="S", help="run time (default 30)")
+    parser.add_argument("--keep", action="store_true", help="run until Ctrl-C instead of --duration")
+    parser.set_defaults(command=_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ibkr-bridge", description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_check_config, _add_normalize, _add_schemas, _add_sim):
+    for add in (_add_run, _add_demo, _add_check_config, _add_normalize, _add_schemas, _add_sim):
         try:
             add(sub)
         except ImportError:  # a command whose module is not built yet is simply absent

@@ -1,0 +1,184 @@
+"""The simulated Client Portal Gateway: REST and websocket on one port, self-signed TLS.
+
+Python API (tests, demo, benchmarks)::
+
+    from bridge.sim.server import GatewaySimulator
+    from bridge.sim.config import SimConfig
+
+    async with GatewaySimulator(SimConfig(port=0, heartbeat_s=0.5, order_step_s=0.01)) as sim:
+        sim.base_url   # "https://127.0.0.1:<port>/v1/api"
+        sim.ws_url     # "wss://127.0.0.1:<port>/v1/api/ws"
+        sim.port
+        sim.record     # SimRecord: orders, order_updates (every sor element), executions
+        await sim.apply_fault("drop")          # any fault of bridge.sim.faults, keyword parameters
+        sim.stats()    # connections, frames per topic, subscriptions per socket, faults applied
+
+Over HTTP on the same port: ``POST /sim/faults`` (``{"fault": NAME, ...}``), ``GET /sim/stats``,
+``GET /sim/record``. REST endpoints: reference §1.2 and ``bridge/sim/rest.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import ssl
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from bridge.sim import rest
+from bridge.sim.config import SimConfig
+from bridge.sim.connection import SimConnection
+from bridge.sim.faults import apply_fault, load_scenario, run_scenario
+from bridge.sim.gateway import Gateway
+from bridge.sim.orders import SimRecord
+from bridge.sim.tls import self_signed_context
+
+log = logging.getLogger(__name__)
+
+_conn_ids = itertools.count(1)
+
+
+def session_from_cookies(header: str) -> str | None:
+    """The tickle session carried by ``x-sess-uuid=<id>``, ``api=<id>`` or ``api={"session":"<id>"}``."""
+    for part in header.split(";"):
+        name, _, value = part.strip().partition("=")
+        value = value.strip()
+        if name == "x-sess-uuid" and value:
+            return value
+        if name == "api" and value:
+            if value.startswith("{"):
+                found = value.split('"session"', 1)[-1].split('"')
+                return found[1] if len(found) > 2 else None
+            return value
+    return None
+
+
+async def ws_handler(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[rest.GATEWAY]
+    refusal = gateway_upgrade_refusal(gateway)
+    if refusal is not None:
+        gateway.refused_upgrades += 1
+        reason = "Unauthorized" if refusal == 401 else "Service Unavailable"
+        return web.json_response({"error": reason, "statusCode": refusal}, status=refusal)
+    ws = web.WebSocketResponse(autoping=True, compress=False, max_msg_size=1 << 20, timeout=2.0)
+    await ws.prepare(request)
+    conn = SimConnection(next(_conn_ids), ws, gateway)
+    gateway.add(conn)
+    try:
+        cookie_ok = session_from_cookies(request.headers.get("Cookie", "")) == gateway.session_id
+        if cookie_ok or not gateway.config.require_session:
+            conn.open_session()
+        else:
+            conn.write({"message": "waiting for session"}, "message")
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                _handle(conn, msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                _handle(conn, msg.data.decode("utf-8", errors="replace"))
+    finally:
+        gateway.remove(conn)
+    return ws
+
+
+def _handle(conn: SimConnection, text: str) -> None:
+    try:
+        conn.handle_text(text)
+    except Exception:  # one bad message must not kill the socket
+        log.exception("simulator failed to handle %r", text[:200])
+
+
+def gateway_upgrade_refusal(gateway: Gateway) -> int | None:
+    if gateway.refuse_until and time.monotonic() < gateway.refuse_until:
+        return 503
+    if gateway.refuse_count > 0:
+        gateway.refuse_count -= 1
+        return gateway.refuse_status
+    return None
+
+
+class GatewaySimulator:
+    """Runs the simulator inside the current event loop (``async with``) until stopped."""
+
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.config = config or SimConfig()
+        self.gateway = Gateway(self.config)
+        self._runner: web.AppRunner | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.port = self.config.port
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.config.tls else "http"
+
+    @property
+    def origin(self) -> str:
+        return f"{self.scheme}://{self.config.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.origin}/v1/api"
+
+    @property
+    def ws_url(self) -> str:
+        return f"{'wss' if self.config.tls else 'ws'}://{self.config.host}:{self.port}/v1/api/ws"
+
+    @property
+    def record(self) -> SimRecord:
+        return self.gateway.orders.record
+
+    def stats(self) -> dict[str, Any]:
+        return self.gateway.stats()
+
+    async def apply_fault(self, name: str, **params: Any) -> dict[str, Any]:
+        return await apply_fault(self.gateway, name, params)
+
+    def build_app(self) -> web.Application:
+        app = web.Application(middlewares=[rest.gate], client_max_size=1 << 20)
+        app[rest.GATEWAY] = self.gateway
+        app.router.add_get("/v1/api/ws", ws_handler)
+        rest.add_routes(app)
+        return app
+
+    async def start(self) -> None:
+        ssl_context: ssl.SSLContext | None = None
+        if self.config.tls:
+            self._tmp = tempfile.TemporaryDirectory(prefix="ibkr-sim-")
+            ssl_context = self_signed_context(Path(self._tmp.name), self.config.host)
+        scenario = load_scenario(self.config.scenario) if self.config.scenario else None
+        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False,
+                                     shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=ssl_context,
+                           backlog=256)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        self.gateway.start()
+        if scenario:
+            self.gateway.spawn(run_scenario(self.gateway, scenario))
+        log.info("gateway simulator listening on %s", self.origin)
+
+    async def stop(self) -> None:
+        await self.gateway.close()
+        for conn in list(self.gateway.connections.values()):
+            conn.abort()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    async def __aenter__(self) -> GatewaySimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await asyncio.shield(self.stop())
