@@ -155,3 +155,27 @@ async def test_subscriptions_can_be_added_and_removed_at_run_time(running: tuple
         assert "md:272093" not in listed and "md:265598" in listed
         async with http.post(url, json={"type": "bogus"}) as resp:
             assert resp.status == 400
+
+
+async def test_every_metric_the_dashboards_and_alerts_use_is_scraped_from_a_running_bridge(
+    running: tuple[Bridge, MemorySink],
+) -> None:
+    from tests.unit.test_dashboards import (
+        alert_expressions,
+        dashboard_expressions,
+        load_dashboard,
+        undefined_metrics,
+    )  # fmt: skip
+
+    bridge, sink = running
+    await eventually(lambda: b"265598" in keys(sink, "ibkr.marketdata.v1"))
+    text = (await get(bridge, "/metrics"))[1]
+    scraped: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            name, kind = line.split(" ")[2:4]
+            suffixes = {"histogram": ("_bucket", "_count", "_sum"), "counter": ("", "_total")}.get(kind, ("",))
+            scraped.update(name.removesuffix("_total") + s if kind == "counter" else name + s for s in suffixes)
+    expressions = {**dashboard_expressions(load_dashboard()), **alert_expressions()}
+    missing = undefined_metrics(expressions, frozenset(scraped))
+    assert not missing, f"dashboard/alert expressions use metrics the running bridge does not export: {missing}"
