@@ -57,6 +57,10 @@ from bridge.metrics import BridgeMetrics
 from bridge.publisher import Publisher
 from bridge.routing import Router
 from bridge.sinks.base import Record, Sink
+from bridge.sinks.kafka import KafkaSink, KafkaSinkOptions
+from bridge.sinks.memory import MemorySink
+from bridge.sinks.redis import RedisSink, RedisSinkOptions
+from bridge.sinks.stdout import StdoutSink
 
 log = logging.getLogger(__name__)
 
@@ -104,54 +108,50 @@ class MeteredNormalizer(Normalizer):
         return events
 
 
+def kafka_options(settings: Settings) -> KafkaSinkOptions:
+    k = settings.sink.kafka
+    destinations = sorted(set(Router(settings.destinations).static_destinations()))
+    return KafkaSinkOptions(
+        bootstrap_servers=settings.sink.kafka_bootstrap,
+        client_id=k.client_id,
+        enable_idempotence=k.enable_idempotence,
+        compression=k.compression,
+        linger_ms=k.linger_ms,
+        max_batch_bytes=k.max_batch_bytes,
+        request_timeout_ms=k.request_timeout_ms,
+        header_mode=k.header_mode,
+        sasl_mechanism=k.sasl_mechanism,
+        sasl_username=k.sasl_username,
+        sasl_password=secret(k.sasl_password, k.sasl_password_file),
+        tls=k.tls,
+        tls_cafile=str(k.tls_cafile) if k.tls_cafile else None,
+        create_topics=tuple(destinations) if k.create_topics else (),
+        topic_partitions=k.topic_partitions,
+        topic_replication=k.topic_replication,
+    )
+
+
+def redis_options(settings: Settings) -> RedisSinkOptions:
+    r = settings.sink.redis
+    retention_ms = int(r.minid_age_s * 1000) if r.minid_age_s else None
+    return RedisSinkOptions(
+        url=settings.sink.url,
+        username=r.username,
+        password=secret(r.password, r.password_file),
+        maxlen=r.maxlen_events if retention_ms is None else None,
+        retention_ms=retention_ms,
+    )
+
+
 def build_sink(settings: Settings) -> Sink:
     """The one place concrete sinks are named."""
     kind = settings.sink.kind
     if kind == "kafka":
-        from bridge.sinks.kafka import KafkaSink, KafkaSinkOptions
-
-        k = settings.sink.kafka
-        destinations = sorted(set(Router(settings.destinations).static_destinations()))
-        return KafkaSink(
-            KafkaSinkOptions(
-                bootstrap_servers=settings.sink.kafka_bootstrap,
-                client_id=k.client_id,
-                enable_idempotence=k.enable_idempotence,
-                compression=k.compression,
-                linger_ms=k.linger_ms,
-                max_batch_bytes=k.max_batch_bytes,
-                request_timeout_ms=k.request_timeout_ms,
-                header_mode=k.header_mode,
-                sasl_mechanism=k.sasl_mechanism,
-                sasl_username=k.sasl_username,
-                sasl_password=secret(k.sasl_password, k.sasl_password_file),
-                tls=k.tls,
-                tls_cafile=str(k.tls_cafile) if k.tls_cafile else None,
-                create_topics=tuple(destinations) if k.create_topics else (),
-                topic_partitions=k.topic_partitions,
-                topic_replication=k.topic_replication,
-            )
-        )
+        return KafkaSink(kafka_options(settings))
     if kind == "redis":
-        from bridge.sinks.redis import RedisSink, RedisSinkOptions
-
-        r = settings.sink.redis
-        retention_ms = int(r.minid_age_s * 1000) if r.minid_age_s else None
-        return RedisSink(
-            RedisSinkOptions(
-                url=settings.sink.url,
-                username=r.username,
-                password=secret(r.password, r.password_file),
-                maxlen=r.maxlen_events if retention_ms is None else None,
-                retention_ms=retention_ms,
-            )
-        )
+        return RedisSink(redis_options(settings))
     if kind == "memory":
-        from bridge.sinks.memory import MemorySink
-
         return MemorySink()
-    from bridge.sinks.stdout import StdoutSink
-
     return StdoutSink()
 
 

@@ -263,10 +263,66 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(command=_demo)
 
 
+def _tail(args: argparse.Namespace) -> int:
+    from bridge.config import load_settings
+    from bridge.errors import BridgeError, ConfigError
+
+    try:
+        settings = load_settings(Path(args.config) if args.config else None, {"sink": {"url": args.sink}})
+    except ConfigError as exc:
+        print(f"ibkr-bridge tail: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if settings.sink.kind not in ("kafka", "redis"):
+        print("ibkr-bridge tail: --sink must be kafka://host:port or redis://host:port[/db]", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        asyncio.run(_tail_async(settings, args))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except BridgeError as exc:
+        print(f"ibkr-bridge tail: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+async def _tail_async(settings: Settings, args: argparse.Namespace) -> int:
+    from collections.abc import AsyncIterator
+
+    from bridge import tail
+
+    destinations = args.destination or tail.default_destinations()
+    events: AsyncIterator[tail.TailedEvent]
+    if settings.sink.kind == "kafka":
+        from bridge.app import kafka_options
+        from bridge.sinks.kafka import read_topics
+
+        records = read_topics(kafka_options(settings), destinations, args.from_beginning)
+        events = (tail.from_kafka(*record) async for record in records)
+    else:
+        from bridge.app import redis_options
+        from bridge.sinks.redis import read_streams
+
+        entries = read_streams(redis_options(settings), destinations, args.from_beginning)
+        events = (tail.from_redis(*entry) async for entry in entries)
+    return await tail.tail(events, args.type or [], sys.stdout, as_json=args.json, count=args.count)
+
+
+def _add_tail(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("tail", help="consume the bridge's destinations and pretty-print events")
+    parser.add_argument("--sink", required=True, metavar="URL", help="kafka://host:port or redis://host:port[/db]")
+    parser.add_argument("--config", "-c", metavar="FILE", help="config file for broker options (SASL, TLS)")
+    parser.add_argument("--type", action="append", metavar="TYPE", help="type or part: orders, quote")
+    parser.add_argument("--destination", action="append", metavar="NAME", help="topic/stream (default: all)")
+    parser.add_argument("--from-beginning", action="store_true", help="start at the oldest retained event")
+    parser.add_argument("--count", type=int, metavar="N", help="stop after N events")
+    parser.add_argument("--json", action="store_true", help="print structured CloudEvents JSON lines")
+    parser.set_defaults(command=_tail)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ibkr-bridge", description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_demo, _add_check_config, _add_normalize, _add_schemas, _add_sim):
+    for add in (_add_run, _add_demo, _add_tail, _add_check_config, _add_normalize, _add_schemas, _add_sim):
         try:
             add(sub)
         except ImportError:  # a command whose module is not built yet is simply absent

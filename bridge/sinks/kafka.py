@@ -21,7 +21,7 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Literal
@@ -437,3 +437,35 @@ def _abandon(futures: Sequence[asyncio.Future[Any]]) -> None:
     """Retrieve the outcome of batches nobody will await (they may still be delivered)."""
     for future in futures:
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+# --------------------------------------------------------------------------- reading back (ibkr-bridge tail)
+
+
+async def read_topics(
+    options: KafkaSinkOptions, topics: Sequence[str], from_beginning: bool = False
+) -> AsyncIterator[tuple[str, bytes, dict[str, str], bytes]]:
+    """Yield ``(topic, key, ce attributes, value)`` for every record of ``topics``.
+
+    Binary mode: the attributes come from the ``ce_*`` headers and the value is the data.
+    Structured mode: no ``ce_*`` headers; the value is the whole envelope.
+    """
+    from aiokafka import AIOKafkaConsumer
+
+    kwargs = options.client_kwargs()
+    reset = "earliest" if from_beginning else "latest"
+    consumer = AIOKafkaConsumer(*topics, auto_offset_reset=reset, enable_auto_commit=False, **kwargs)
+    try:
+        await consumer.start()
+    except kafka_errors.KafkaError as exc:
+        raise SinkUnavailable(f"kafka unavailable: {exc!r}") from exc
+    try:
+        async for message in consumer:
+            attributes = {
+                name[3:]: value.decode()
+                for name, value in message.headers or ()
+                if name.startswith("ce_") and isinstance(value, bytes)
+            }
+            yield message.topic, message.key or b"", attributes, message.value or b""
+    finally:
+        await consumer.stop()

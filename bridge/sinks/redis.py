@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -270,3 +270,31 @@ async def _read_replies(connection: Any, count: int) -> list[tuple[int, Exceptio
         if isinstance(reply, Exception):  # e.g. LOADING, which redis-py returns rather than raises
             failures.append((index, reply))
     return failures
+
+
+# --------------------------------------------------------------------------- reading back (ibkr-bridge tail)
+
+
+async def read_streams(
+    options: RedisSinkOptions, streams: Sequence[str], from_beginning: bool = False, block_ms: int = 1000
+) -> AsyncIterator[tuple[str, dict[str, str]]]:
+    """Yield ``(stream, fields)`` for every new entry of ``streams`` (all of them with ``from_beginning``)."""
+    client = aioredis.Redis.from_url(options.url, **options.client_kwargs())
+    cursors = {name: "0-0" if from_beginning else "$" for name in streams}
+    try:
+        while True:
+            try:
+                replies: Any = await client.xread(cursors, block=block_ms, count=500)  # type: ignore[arg-type]
+            except (OSError, redis_errors.RedisError) as exc:
+                raise SinkUnavailable(f"redis unavailable: {exc!r}") from exc
+            for stream, entries in replies or []:
+                name = stream.decode() if isinstance(stream, bytes) else str(stream)
+                for entry_id, fields in entries:
+                    cursors[name] = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                    yield name, {_text(k): _text(v) for k, v in fields.items()}
+    finally:
+        await client.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
