@@ -4,7 +4,8 @@ Layout of the spool directory:
 
 - ``<segment id, 20 digits>.seg``: segment files of framed entries. Each entry is
   ``[u32 length][u32 crc32 of payload][payload]`` (big-endian); the payload is one
-  :class:`~bridge.sinks.base.Record` serialized by :func:`encode_record`.
+  :class:`~bridge.sinks.base.Record` serialized by :func:`encode_record`
+  (``spool_format.py``).
 - ``committed``: ``"<segment> <offset>"``, the position up to which every entry was
   acknowledged by the sink. Segments wholly before it are deleted.
 
@@ -23,18 +24,27 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal, get_args
 
-import orjson
-
-from bridge.events import EventClass
+from bridge.delivery.spool_format import (
+    FRAME_HEADER,
+    MAX_ENTRY_BYTES,
+    SpoolCorrupt,
+    decode_record,
+    encode_record,
+    frame,
+    read_entry,
+)
 from bridge.sinks.base import Record
+
+# The entry format lives in spool_format.py; importers may keep using this module.
+__all__ = ["COMMIT_FILE", "FRAME_HEADER", "FSYNC_POLICIES", "MAX_ENTRY_BYTES", "SEGMENT_SUFFIX",
+           "FsyncPolicy", "Spool", "SpoolCorrupt", "SpoolPosition", "decode_record", "encode_record",
+           "frame"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -43,67 +53,6 @@ FSYNC_POLICIES: tuple[str, ...] = get_args(FsyncPolicy)
 
 SEGMENT_SUFFIX = ".seg"
 COMMIT_FILE = "committed"
-FRAME_HEADER = struct.Struct(">II")  # payload length, crc32(payload)
-MAX_ENTRY_BYTES = 64 << 20  # a longer length field can only be a torn or corrupt header
-
-_RECORD_HEAD = struct.Struct(">BBqIIIII")  # version, flags, updated_ms, 5 lengths
-_VERSION = 1
-_HAS_UPDATED_MS = 0x01
-_CLASSES: tuple[EventClass, ...] = (EventClass.MARKET_DATA, EventClass.CRITICAL, EventClass.INTERNAL)
-_CLASS_CODE: dict[EventClass, int] = {cls: code for code, cls in enumerate(_CLASSES)}
-
-
-class SpoolCorrupt(ValueError):
-    """An entry's payload does not decode (bad version or lengths)."""
-
-
-def encode_record(record: Record) -> bytes:
-    """Serialize a record: destination, key, data, attributes, class, type and updated_ms."""
-    destination = record.destination.encode()
-    event_type = record.event_type.encode()
-    attributes = orjson.dumps(record.attributes)
-    flags = _HAS_UPDATED_MS if record.updated_ms is not None else 0
-    head = _RECORD_HEAD.pack(
-        _VERSION,
-        flags | (_CLASS_CODE[record.event_class] << 4),
-        record.updated_ms or 0,
-        len(destination),
-        len(record.key),
-        len(event_type),
-        len(attributes),
-        len(record.data),
-    )
-    return b"".join((head, destination, record.key, event_type, attributes, record.data))
-
-
-def decode_record(payload: bytes) -> Record:
-    """Inverse of :func:`encode_record`."""
-    if len(payload) < _RECORD_HEAD.size:
-        raise SpoolCorrupt(f"entry of {len(payload)} bytes is shorter than its header")
-    version, flags, updated_ms, *lengths = _RECORD_HEAD.unpack_from(payload)
-    if version != _VERSION or (flags >> 4) >= len(_CLASSES):
-        raise SpoolCorrupt(f"unknown entry version {version} or class {flags >> 4}")
-    if _RECORD_HEAD.size + sum(lengths) != len(payload):
-        raise SpoolCorrupt("entry lengths do not add up")
-    fields: list[bytes] = []
-    offset = _RECORD_HEAD.size
-    for length in lengths:
-        fields.append(payload[offset : offset + length])
-        offset += length
-    destination, key, event_type, attributes, data = fields
-    return Record(
-        destination=destination.decode(),
-        key=key,
-        data=data,
-        attributes=tuple(map(tuple, orjson.loads(attributes))),
-        event_class=_CLASSES[flags >> 4],
-        event_type=event_type.decode(),
-        updated_ms=updated_ms if flags & _HAS_UPDATED_MS else None,
-    )
-
-
-def frame(payload: bytes) -> bytes:
-    return FRAME_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -116,20 +65,6 @@ class SpoolPosition:
 
 def _segment_name(segment: int) -> str:
     return f"{segment:020d}{SEGMENT_SUFFIX}"
-
-
-def _read_entry(handle: BinaryIO) -> bytes | None:
-    """The next complete, intact payload, or ``None`` at a clean end, torn tail or bad CRC."""
-    header = handle.read(FRAME_HEADER.size)
-    if len(header) < FRAME_HEADER.size:
-        return None
-    length, crc = FRAME_HEADER.unpack(header)
-    if length > MAX_ENTRY_BYTES:
-        return None
-    payload = handle.read(length)
-    if len(payload) < length or zlib.crc32(payload) != crc:
-        return None
-    return payload
 
 
 class Spool:
@@ -233,7 +168,7 @@ class Spool:
         path = self.directory / _segment_name(segment)
         good = 0
         with path.open("rb") as handle:
-            while _read_entry(handle) is not None:
+            while read_entry(handle) is not None:
                 good = handle.tell()
         if good < self._sizes[segment]:
             logger.warning(
@@ -327,7 +262,7 @@ class Spool:
         records: list[Record] = []
         while len(records) < max_events and self.has_unread():
             handle = self._reader_at(self._read_pos)
-            payload = _read_entry(handle)
+            payload = read_entry(handle)
             if payload is None:
                 self._end_of_segment(handle.tell())
                 continue

@@ -19,22 +19,15 @@ from typing import Any
 import orjson
 
 from bridge.events import (
-    AuthStatus,
-    Bulletin,
     Control,
     ControlKind,
     DeadLetter,
     Event,
-    GatewayError,
-    Heartbeat,
     MarketDataAvailability,
-    Notification,
     Quote,
     Scalar,
-    SystemLogin,
-    TickleReply,
 )
-from bridge.gateway import wire
+from bridge.gateway import session_frames, wire
 from bridge.gateway.account import AccountState
 from bridge.gateway.fields import (
     MARKET_DATA_FIELDS,
@@ -47,12 +40,10 @@ from bridge.gateway.fields import (
     to_text,
 )
 from bridge.gateway.history import book_ladder, historical_bars
+from bridge.gateway.session_frames import as_object as _object
 from bridge.gateway.trading import ElementError, ExecutionLedger, OrderBook
 
 _QUOTE_IDENTITY = frozenset({"topic", "conid", "conidEx", "_updated", "server_id", "6119", "6509"})
-_STS_KEYS = ("authenticated", "competing", "connected", "established")
-_STS_TEXT = {"message": "message", "fail": "fail", "serverName": "server_name",
-             "serverVersion": "server_version", "username": "username"}  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -90,13 +81,13 @@ class Normalizer:
         self._last_tic: Any = None
         self.repaired_utf8_frames = 0
         self._handlers: dict[wire.FrameKind, Callable[[dict[str, Any]], list[Event]]] = {
-            wire.FrameKind.ERROR: self._error,
-            wire.FrameKind.CONTROL: self._control,
-            wire.FrameKind.SYSTEM: self._system,
-            wire.FrameKind.STS: self._sts,
+            wire.FrameKind.ERROR: session_frames.error,
+            wire.FrameKind.CONTROL: session_frames.control,
+            wire.FrameKind.SYSTEM: session_frames.system,
+            wire.FrameKind.STS: session_frames.sts,
             wire.FrameKind.ACT: lambda obj: [self._accounts.properties(_object(obj.get("args")))],
-            wire.FrameKind.BLT: self._bulletin,
-            wire.FrameKind.NTF: self._notification,
+            wire.FrameKind.BLT: session_frames.bulletin,
+            wire.FrameKind.NTF: session_frames.notification,
             wire.FrameKind.TIC: self._tic,
         }
 
@@ -321,86 +312,9 @@ class Normalizer:
 
     # ------------------------------------------------------------------------ session frames
 
-    @staticmethod
-    def _error(obj: dict[str, Any]) -> list[Event]:
-        if "error" in obj:
-            message, code = obj["error"], obj.get("code", obj.get("statusCode"))
-        else:
-            args = obj.get("args")
-            message = args.get("message", args) if isinstance(args, Mapping) else args
-            code = args.get("code") if isinstance(args, Mapping) else None
-        text = message if isinstance(message, str) else orjson.dumps(message).decode()
-        extra = {k: v for k, v in obj.items() if k not in ("error", "code", "statusCode", "topic")}
-        try:
-            code_number = to_int(code)
-        except Unparsed:
-            code_number, extra["code"] = None, code
-        topic = obj.get("topic")
-        return [GatewayError(text, code_number, topic if isinstance(topic, str) else None, extra)]
-
-    @staticmethod
-    def _control(obj: dict[str, Any]) -> list[Event]:
-        message = obj.get("message")
-        if isinstance(message, str):
-            if message == "waiting for session":
-                return [Control(ControlKind.WAITING_FOR_SESSION, None, text=message)]
-            if message.startswith("Unsubscribed"):
-                server_id = message.partition(" ")[2] or None
-                return [Control(ControlKind.UNSUBSCRIBED, None, text=message, server_id=server_id)]
-            return [Control(ControlKind.MESSAGE, None, text=message)]
-        result = obj.get("result")
-        if isinstance(result, str):
-            return [Control(ControlKind.RESULT, None, text=result)]
-        raise ElementError("topic-less frame with neither message nor result")
-
-    @staticmethod
-    def _system(obj: dict[str, Any]) -> list[Event]:
-        if "hb" in obj:
-            return [Heartbeat(to_int(obj["hb"]))]
-        success = obj.get("success")
-        if isinstance(success, str):
-            return [SystemLogin(success, to_bool(obj.get("isFT")), to_bool(obj.get("isPaper")))]
-        message = obj.get("message")
-        if isinstance(message, str):
-            return [Control(ControlKind.MESSAGE, "system", text=message)]
-        raise ElementError("system frame with neither hb nor success")
-
-    @staticmethod
-    def _sts(obj: dict[str, Any]) -> list[Event]:
-        args = _object(obj.get("args"))
-        flags = {k: to_bool(args[k]) for k in _STS_KEYS if k in args}
-        texts = {name: to_text(args[k]) for k, name in _STS_TEXT.items() if k in args}
-        return [AuthStatus(**flags, **texts)]  # type: ignore[arg-type]
-
     def _tic(self, obj: dict[str, Any]) -> list[Event]:
-        last = obj.get("lastAccessed")
-        if last is not None and last == self._last_tic:
-            return [Control(ControlKind.DUPLICATE, "tic")]
-        self._last_tic = last
-        return [TickleReply(to_bool(obj.get("alive")), to_text(obj.get("id")), to_int(last))]
-
-    @staticmethod
-    def _notification(obj: dict[str, Any]) -> list[Event]:
-        args = obj.get("args")
-        items = args if isinstance(args, list) else [args]
-        events: list[Event] = []
-        for item in items:
-            item = _object(item)
-            extra = {k: v for k, v in item.items() if k not in ("id", "text", "title", "url")}
-            texts = [_text_or_none(item.get(k)) for k in ("id", "text", "title", "url")]
-            events.append(Notification(texts[0], texts[1], texts[2], texts[3], extra))
-        return events
-
-    @staticmethod
-    def _bulletin(obj: dict[str, Any]) -> list[Event]:
-        args = obj.get("args")
-        items = args if isinstance(args, list) else [args]
-        events: list[Event] = []
-        for item in items:
-            item = _object(item)
-            extra = {k: v for k, v in item.items() if k not in ("id", "message")}
-            events.append(Bulletin(_text_or_none(item.get("id")), _text_or_none(item.get("message")), extra))
-        return events
+        previous, self._last_tic = self._last_tic, obj.get("lastAccessed")
+        return session_frames.tic(obj, previous)
 
     # ------------------------------------------------------------------------- reconciliation
 
@@ -429,19 +343,6 @@ QUOTE_FIELDS: dict[str, tuple[str, Callable[[Any], Scalar], bool]] = {
 }
 # one lookup per frame key: a field spec, or None for the identity keys handled after the loop
 QUOTE_KEYS: dict[str, Any] = {**QUOTE_FIELDS, **dict.fromkeys(_QUOTE_IDENTITY)}
-
-
-def _object(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ElementError(f"expected an object, got {type(value).__name__}")
-    return value
-
-
-def _text_or_none(value: Any) -> str | None:
-    try:
-        return to_text(value)
-    except Unparsed:
-        return orjson.dumps(value).decode()
 
 
 def _topic_name(obj: Mapping[str, Any]) -> str | None:

@@ -19,196 +19,60 @@ reconcile request.
 
 from __future__ import annotations
 
-import enum
 import logging
 import random
-from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from dataclasses import dataclass
 
-from bridge.backoff import Backoff, BackoffPolicy
+from bridge.backoff import Backoff
 from bridge.events import (
-    AccountLedger,
-    AccountSummary,
     AuthStatus,
     Bars,
-    BookLadder,
     Control,
     ControlKind,
     Event,
-    Execution,
     Heartbeat,
     Lifecycle,
     LifecycleKind,
-    Order,
-    Pnl,
-    Quote,
     Scalar,
     SystemLogin,
 )
 from bridge.gateway import wire
+from bridge.gateway.session import (
+    NS_PER_MS,
+    Action,
+    ExpectSnapshot,
+    Gap,
+    GapTracker,
+    PollAuthStatus,
+    Reauthenticate,
+    Reconcile,
+    Reconnect,
+    SessionSettings,
+    SessionState,
+    TickleRest,
+    lifecycle_event,
+)
+from bridge.gateway.subscriptions import (
+    DesiredSubscriptions,
+    HistoryRequest,
+    HistorySlots,
+    Subscription,
+    watch_key,
+)
+
+# The session's vocabulary lives in session.py and subscriptions.py; importers may keep using this module.
+__all__ = ["Action", "ExpectSnapshot", "GatewayProtocol", "HistoryRequest", "PollAuthStatus",
+           "Reauthenticate", "Reconcile", "Reconnect", "SessionSettings", "SessionState", "Subscription",
+           "TickleRest", "watch_key"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 _NS_PER_S = 1_000_000_000
-_NS_PER_MS = 1_000_000
 
 
 def _ns(seconds: float) -> int:
     return int(seconds * _NS_PER_S)
-
-
-def _default_cadences() -> dict[str, float]:
-    return {"md": 120.0, "ld": 30.0}
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSettings:
-    """Every knob of the gateway session; durations carry their unit."""
-
-    tic_interval_s: float = 30.0
-    tickle_interval_s: float = 60.0
-    stale_after_s: float = 25.0
-    smd_refresh_s: float = 540.0
-    reconnect_floor_s: float = 0.5
-    reconnect_cap_s: float = 30.0
-    reconnect_multiplier: float = 2.0
-    healthy_reset_s: float = 30.0
-    auth_poll_s: float = 5.0
-    auth_timeout_s: float = 20.0
-    reauthenticate: bool = False
-    reauthenticate_interval_s: float = 60.0
-    ssodh_init: bool = True
-    send_session_message: bool = False  # else only on "waiting for session" (cookie first)
-    reconcile_on_start: bool = True
-    smh_max_concurrent: int = 5
-    smh_timeout_s: float = 30.0
-    # Channel ('md', 'or', 'tr', 'pl', 'sd', 'ld', 'bd') -> longest expected silence;
-    # channels absent here are event-driven and never judged stale.
-    expected_cadence_s: Mapping[str, float] = field(default_factory=_default_cadences)
-
-    def backoff_policy(self) -> BackoffPolicy:
-        return BackoffPolicy(
-            floor_s=self.reconnect_floor_s,
-            cap_s=self.reconnect_cap_s,
-            multiplier=self.reconnect_multiplier,
-            healthy_reset_s=self.healthy_reset_s,
-        )
-
-
-class SessionState(enum.StrEnum):
-    DISCONNECTED = "disconnected"
-    CONNECTED = "connected"  # socket open, not yet usable
-    AUTHENTICATED = "authenticated"  # usable: subscriptions are live
-    UNAUTHENTICATED = "unauthenticated"  # socket open, auth lost or competing
-
-
-# ------------------------------------------------------------------------------------------- registry
-
-
-@dataclass(frozen=True, slots=True)
-class Subscription:
-    """One desired subscription: identity ``key``, its frames, and which data proves it alive."""
-
-    key: str
-    channel: str  # 'md', 'or', 'tr', 'pl', 'sd', 'ld', 'bd'
-    subscribe: str
-    unsubscribe: str
-    watch: str  # what :func:`watch_key` returns for its data
-    conid: int | None = None
-
-    @classmethod
-    def market_data(
-        cls, conid: int, fields: Iterable[str | int], exchange: str | None = None
-    ) -> Subscription:
-        target = f"{conid}@{exchange}" if exchange else str(conid)
-        return cls(f"md:{target}", "md", wire.smd(target, fields), wire.umd(target), f"md:{conid}", conid)
-
-    @classmethod
-    def orders(cls, filters: list[str] | None = None) -> Subscription:
-        return cls("or", "or", wire.sor(filters), wire.uor(), "or")
-
-    @classmethod
-    def trades(cls, realtime_updates_only: bool | None = None, days: int | None = None) -> Subscription:
-        return cls("tr", "tr", wire.str_(realtime_updates_only, days), wire.utr(), "tr")
-
-    @classmethod
-    def pnl(cls) -> Subscription:
-        return cls("pl", "pl", wire.spl(), wire.upl(), "pl")
-
-    @classmethod
-    def summary(
-        cls, account: str, keys: list[str] | None = None, fields: list[str] | None = None
-    ) -> Subscription:
-        return cls(f"sd:{account}", "sd", wire.ssd(account, keys, fields), wire.usd(account), f"sd:{account}")
-
-    @classmethod
-    def ledger(
-        cls, account: str, keys: list[str] | None = None, fields: list[str] | None = None
-    ) -> Subscription:
-        return cls(f"ld:{account}", "ld", wire.sld(account, keys, fields), wire.uld(account), f"ld:{account}")
-
-    @classmethod
-    def book(cls, account: str, conid: int, exchange: str | None = None) -> Subscription:
-        frame = wire.sbd(account, conid, exchange)
-        return cls(f"bd:{account}", "bd", frame, wire.ubd(account), f"bd:{conid}", conid)
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryRequest:
-    """A one-shot ``smh`` (historical bars); its answer is always released with ``umh``."""
-
-    conid: int
-    frame: str
-
-    @classmethod
-    def bars(cls, conid: int, params: Mapping[str, Any] | None = None) -> HistoryRequest:
-        return cls(conid, wire.smh(conid, params))
-
-
-# ------------------------------------------------------------------------------------------- actions
-
-
-@dataclass(frozen=True, slots=True)
-class Reconnect:
-    """Close the socket (the I/O layer then reports ``connection_lost``)."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class TickleRest:
-    """``POST /tickle`` (REST keepalive)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PollAuthStatus:
-    """``GET /iserver/auth/status`` and report it through ``auth_status_polled``."""
-
-
-@dataclass(frozen=True, slots=True)
-class Reauthenticate:
-    """``POST /iserver/reauthenticate`` (only when configured)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Reconcile:
-    """Fetch orders and trades over REST and publish what changed while blind."""
-
-    gap_id: str | None
-    gap_started_ms: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class ExpectSnapshot:
-    """An ``smd`` for this target (conid or ``conid@EXCH``) is being (re)sent: its next frame
-    is a snapshot (``Normalizer.expect_snapshot``)."""
-
-    target: str
-
-
-Action: TypeAlias = Reconnect | TickleRest | PollAuthStatus | Reauthenticate | Reconcile | ExpectSnapshot
 
 
 # ------------------------------------------------------------------------------------------- state
@@ -221,34 +85,6 @@ class _Live:
     sent_ns: int
     quiet_since_ns: int  # last data, or the last (re)send when none came since
     stale: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class _Gap:
-    gap_id: str
-    started_ns: int
-    reason: str
-
-
-def watch_key(event: Event) -> str | None:
-    """Which subscription's liveness an incoming event proves (see ``Subscription.watch``)."""
-    if isinstance(event, Quote):
-        return f"md:{event.conid}"
-    if isinstance(event, Order):
-        return "or"
-    if isinstance(event, Execution):
-        return "tr"
-    if isinstance(event, Control) and event.kind is ControlKind.SUBSCRIPTION_ACK and event.topic == "str":
-        return "tr"
-    if isinstance(event, Pnl):
-        return "pl"
-    if isinstance(event, AccountSummary):
-        return f"sd:{event.account}"
-    if isinstance(event, AccountLedger):
-        return f"ld:{event.account}"
-    if isinstance(event, BookLadder):
-        return f"bd:{event.conid}"
-    return None
 
 
 class GatewayProtocol:
@@ -266,18 +102,12 @@ class GatewayProtocol:
         self.state = SessionState.DISCONNECTED
         self.session_epoch = 0
         self.reconnect_at_ns: int | None = None
-        self._desired: dict[str, Subscription] = {}
-        self._watch_index: dict[str, str] = {}  # Subscription.watch -> key
-        for sub in subscriptions:
-            self._desired[sub.key] = sub
-            self._watch_index[sub.watch] = sub.key
+        self._desired = DesiredSubscriptions(subscriptions)
         self._live: dict[str, _Live] = {}
         self._maybe_live: set[str] = set()  # sent before an auth loss on this socket
         self._pending_unsub: dict[str, str] = {}
-        self._history: deque[HistoryRequest] = deque()
-        self._history_inflight: list[tuple[HistoryRequest, int]] = []
-        self._gap: _Gap | None = None
-        self._gap_count = 0
+        self._history = HistorySlots(self.settings.smh_max_concurrent, _ns(self.settings.smh_timeout_s))
+        self._gaps = GapTracker()
         self._outbox: list[str] = []
         self._events: list[Lifecycle] = []
         self._actions: list[Action] = []
@@ -303,7 +133,7 @@ class GatewayProtocol:
 
     @property
     def gap_open(self) -> bool:
-        return self._gap is not None
+        return self._gaps.current is not None
 
     def desired(self) -> tuple[Subscription, ...]:
         return tuple(self._desired.values())
@@ -312,7 +142,7 @@ class GatewayProtocol:
         return frozenset(self._live)
 
     def history_in_flight(self) -> int:
-        return len(self._history_inflight)
+        return self._history.in_flight
 
     # ------------------------------------------------------------------------------ socket
 
@@ -357,7 +187,7 @@ class GatewayProtocol:
         self._emit(LifecycleKind.DISCONNECTED, now_ns, reason)
         if was_usable:
             self._open_gap(reason, now_ns)
-        self._requeue_history()
+        self._history.requeue()
         self._reset_socket(now_ns, None)
         self._outbox.clear()
         self._schedule_reconnect(now_ns)
@@ -400,8 +230,7 @@ class GatewayProtocol:
                 self._session_resent = True
                 self._outbox.append(wire.session(self._session_id))
         elif self.usable:
-            watch = watch_key(event)
-            key = self._watch_index.get(watch) if watch else None
+            key = self._desired.key_for(event)
             live = self._live.get(key) if key else None
             if live is not None:
                 live.quiet_since_ns = now_ns
@@ -441,10 +270,10 @@ class GatewayProtocol:
             self._send_subscribe(sub, now_ns)
         self._emit(LifecycleKind.RESUBSCRIBED, now_ns, detail={"subscriptions": len(self._desired)})
         self._pump_history(now_ns)
-        gap, self._gap = self._gap, None
+        gap = self._gaps.close()
         if gap is not None:
             self._emit(LifecycleKind.GAP_END, now_ns, gap.reason, gap=gap)
-            self._actions.append(Reconcile(gap.gap_id, gap.started_ns // _NS_PER_MS))
+            self._actions.append(Reconcile(gap.gap_id, gap.started_ns // NS_PER_MS))
         elif self.session_epoch == 1 and self.settings.reconcile_on_start:
             self._actions.append(Reconcile(None, None))
 
@@ -457,7 +286,7 @@ class GatewayProtocol:
         self._outbox = [f for f in self._outbox if not _is_subscribe(f)]
         self._maybe_live = set(self._live)
         self._live.clear()
-        self._requeue_history()
+        self._history.requeue()
         self.backoff.unhealthy()
         if was_usable:
             self._open_gap(reason, now_ns)
@@ -474,12 +303,9 @@ class GatewayProtocol:
             self._next_reauth_ns = now_ns + _ns(self.settings.reauthenticate_interval_s)
 
     def _open_gap(self, reason: str, now_ns: int) -> None:
-        if self._gap is not None:
-            return
-        self._gap_count += 1
-        gap = _Gap(f"{now_ns // _NS_PER_MS}-{self._gap_count}", now_ns, reason)
-        self._gap = gap
-        self._emit(LifecycleKind.GAP_START, now_ns, reason, gap=gap)
+        gap = self._gaps.open(reason, now_ns)
+        if gap is not None:
+            self._emit(LifecycleKind.GAP_START, now_ns, reason, gap=gap)
 
     def _request_reconnect(self, reason: str) -> None:
         if not self._closing and self.state is not SessionState.DISCONNECTED:
@@ -491,9 +317,7 @@ class GatewayProtocol:
 
     def subscribe(self, sub: Subscription, now_ns: int) -> None:
         """Add (or replace) a desired subscription; sent now only if the socket is usable."""
-        old = self._desired.get(sub.key)
-        self._desired[sub.key] = sub
-        self._watch_index[sub.watch] = sub.key
+        old = self._desired.put(sub)
         if not self.usable:
             return
         if old is not None and sub.key in self._live:
@@ -505,11 +329,9 @@ class GatewayProtocol:
 
     def unsubscribe(self, key: str, now_ns: int) -> bool:
         """Drop a desired subscription; returns whether it was desired."""
-        sub = self._desired.pop(key, None)
+        sub = self._desired.pop(key)
         if sub is None:
             return False
-        if self._watch_index.get(sub.watch) == key:
-            del self._watch_index[sub.watch]
         if self._live.pop(key, None) is not None:
             self._outbox.append(sub.unsubscribe)
         elif key in self._maybe_live:
@@ -518,7 +340,7 @@ class GatewayProtocol:
 
     def request_history(self, request: HistoryRequest, now_ns: int) -> None:
         """Queue a one-shot ``smh``; at most ``smh_max_concurrent`` are in flight."""
-        self._history.append(request)
+        self._history.add(request)
         if self.usable:
             self._pump_history(now_ns)
 
@@ -532,21 +354,10 @@ class GatewayProtocol:
         self._live[sub.key] = _Live(sent_ns=now_ns, quiet_since_ns=quiet, stale=stale)
 
     def _pump_history(self, now_ns: int) -> None:
-        while self._history and len(self._history_inflight) < self.settings.smh_max_concurrent:
-            request = self._history.popleft()
-            self._outbox.append(request.frame)
-            self._history_inflight.append((request, now_ns))
-
-    def _requeue_history(self) -> None:
-        for request, _ in reversed(self._history_inflight):
-            self._history.appendleft(request)
-        self._history_inflight.clear()
+        self._outbox.extend(self._history.send(now_ns))
 
     def _on_bars(self, bars: Bars) -> None:
-        for i, (request, _) in enumerate(self._history_inflight):
-            if request.conid == bars.conid:
-                del self._history_inflight[i]
-                break
+        self._history.answered(bars.conid)
         if bars.server_id:
             self._outbox.append(wire.umh(bars.server_id))
         if self.usable:
@@ -566,8 +377,7 @@ class GatewayProtocol:
         for optional in (self._next_auth_poll_ns, self._next_reauth_ns):
             if optional is not None:
                 deadlines.append(optional)
-        timeout = _ns(self.settings.smh_timeout_s)
-        deadlines.extend(sent + timeout for _, sent in self._history_inflight)
+        deadlines.extend(self._history.deadlines())
         deadlines.extend(self._subscription_deadlines())
         return min(deadlines)
 
@@ -628,11 +438,9 @@ class GatewayProtocol:
         self._send_subscribe(sub, now_ns, now_ns, stale=True)
 
     def _expire_history(self, now_ns: int) -> None:
-        timeout = _ns(self.settings.smh_timeout_s)
-        expired = [r for r, sent in self._history_inflight if now_ns - sent >= timeout]
+        expired = self._history.expire(now_ns)
         if not expired:
             return
-        self._history_inflight = [(r, s) for r, s in self._history_inflight if now_ns - s < timeout]
         for request in expired:
             log.warning("historical request for conid %s got no answer; slot released", request.conid)
         if self.usable:
@@ -656,19 +464,10 @@ class GatewayProtocol:
         kind: LifecycleKind,
         now_ns: int,
         reason: str | None = None,
-        gap: _Gap | None = None,
+        gap: Gap | None = None,
         detail: Mapping[str, Scalar] | None = None,
     ) -> None:
-        self._events.append(
-            Lifecycle(
-                kind=kind,
-                at_ms=now_ns // _NS_PER_MS,
-                reason=reason,
-                gap_id=gap.gap_id if gap else None,
-                gap_started_ms=gap.started_ns // _NS_PER_MS if gap else None,
-                detail={"session_epoch": self.session_epoch, **(detail or {})},
-            )
-        )
+        self._events.append(lifecycle_event(kind, now_ns, self.session_epoch, reason, gap, detail))
 
 
 def _is_subscribe(frame: str) -> bool:

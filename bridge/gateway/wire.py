@@ -119,6 +119,26 @@ class ClientMessage:
     args: dict[str, Any] | None
     session: str | None = None
 
+    @property
+    def target(self) -> str | None:
+        return self.targets[0] if self.targets else None
+
+
+def _targets(pieces: list[str]) -> list[str]:
+    """Targets from the ``+``-separated pieces after the verb.
+
+    ``+`` also stands inside a target: a combo leg's ratio may carry an explicit sign
+    (``0;;;265598/1,8314/+1``, reference §2.1), so a piece that follows one ending in
+    ``/`` continues that target.
+    """
+    targets: list[str] = []
+    for piece in pieces:
+        if targets and targets[-1].endswith("/"):
+            targets[-1] += "+" + piece
+        else:
+            targets.append(piece)
+    return targets
+
 
 def parse_client_message(text: str) -> ClientMessage:
     """Parse ``TOPIC+TARGET…+{JSON}``; tolerant of a missing ``{}``.
@@ -146,7 +166,7 @@ def parse_client_message(text: str) -> ClientMessage:
             args = parsed if isinstance(parsed, dict) else None
         except orjson.JSONDecodeError:
             args = None
-    return ClientMessage(parts[0][:3], tuple(p for p in parts[1:] if p), args)
+    return ClientMessage(parts[0][:3], tuple(t for t in _targets(parts[1:]) if t), args)
 
 
 # --------------------------------------------------------------------------------- server frames
@@ -243,7 +263,10 @@ TOPIC_CACHE: dict[str, Topic | None] = {}  # parsed topics, shared with the norm
 
 
 def parse_topic(topic: str) -> Topic | None:
-    """``smd+265598`` -> Topic('md', ('265598',)); None when it is not a known data topic."""
+    """``smd+265598`` -> Topic('md', ('265598',)); None when it is not a known data topic.
+
+    A combo echo keeps its target whole: ``smd+0;;;265598/1,8314/+1`` -> ('0;;;265598/1,8314/+1',).
+    """
     cached = TOPIC_CACHE.get(topic)
     if cached is not None or topic in TOPIC_CACHE:
         return cached
@@ -251,7 +274,7 @@ def parse_topic(topic: str) -> Topic | None:
     verb = parts[0]
     parsed = None
     if len(verb) == 3 and verb[0] == "s" and verb[1:] in DATA_CHANNELS:
-        parsed = Topic(verb[1:], tuple(parts[1:]))
+        parsed = Topic(verb[1:], tuple(_targets(parts[1:])))
     if len(TOPIC_CACHE) < 100_000:
         TOPIC_CACHE[topic] = parsed
     return parsed

@@ -171,7 +171,7 @@ class SimConnection:
 
     # ----------------------------------------------------------------------------- market data
     def _smd(self, msg: ClientMessage) -> None:
-        target = "+".join(msg.targets)  # combo legs may carry an explicit '+' sign
+        target = msg.target or ""
         if not target:
             self.write(frames.unknown_topic("smd"), "error")
             return
@@ -201,7 +201,7 @@ class SimConnection:
             self._start_burst()
 
     def _umd(self, msg: ClientMessage) -> None:
-        self.md.pop("+".join(msg.targets), None)
+        self.md.pop(msg.target or "", None)
         if not self.md:
             self._stop_burst()
         self._burst_version += 1
@@ -320,7 +320,7 @@ class SimConnection:
 
     # ----------------------------------------------------------------------------- history, book
     def _smh(self, msg: ClientMessage) -> None:
-        conid = conid_of("+".join(msg.targets))
+        conid = conid_of(msg.target or "")
         frame = self.gateway.open_history(self, conid)
         self.write(frame, "smh" if "topic" in frame else "error")
 

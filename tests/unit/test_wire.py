@@ -56,6 +56,42 @@ def test_parse_client_message_keeps_combo_targets_whole() -> None:
     assert parsed.targets == ("0;;;265598/1,8314/-1",)
 
 
+@pytest.mark.parametrize(
+    ("text", "targets", "args"),
+    [
+        ('smd+0;;;265598/1,8314/+1+{"fields":["31"]}', ("0;;;265598/1,8314/+1",), {"fields": ["31"]}),
+        (
+            "smd+28812380;;;783941066/-2,783634289/+1,8314/+3+{}",
+            ("28812380;;;783941066/-2,783634289/+1,8314/+3",),
+            {},
+        ),
+        ("umd+0;;;265598/+1,8314/-1+{}", ("0;;;265598/+1,8314/-1",), {}),
+        ("umd+0;;;265598/1,8314/+1", ("0;;;265598/1,8314/+1",), None),
+    ],
+)
+def test_parse_client_message_keeps_a_combo_target_whole_when_a_leg_ratio_carries_a_plus_sign(
+    text: str, targets: tuple[str, ...], args: dict[str, object] | None
+) -> None:
+    parsed = wire.parse_client_message(text)
+    assert (parsed.verb, parsed.targets, parsed.args) == (text[:3], targets, args)
+
+
+def test_parse_client_message_still_separates_plain_targets() -> None:
+    assert wire.parse_client_message("sbd+DU1+265598+ISLAND").targets == ("DU1", "265598", "ISLAND")
+
+
+@pytest.mark.parametrize(
+    "target", ["265598", "265598@NASDAQ", "0;;;265598/1,8314/-1", "0;;;265598/-1,8314/+2"]
+)
+def test_every_smd_and_umd_target_parses_back_unchanged(target: str) -> None:
+    assert wire.parse_client_message(wire.smd(target, ["31"])).targets == (target,)
+    assert wire.parse_client_message(wire.umd(target)).targets == (target,)
+
+
+def test_an_echoed_combo_topic_keeps_its_signed_target_whole() -> None:
+    assert wire.parse_topic("smd+0;;;265598/1,8314/+1") == wire.Topic("md", ("0;;;265598/1,8314/+1",))
+
+
 def test_session_message_parses_as_the_three_character_topic_the_gateway_sees() -> None:
     parsed = wire.parse_client_message('{"session":"abc"}')
     assert (parsed.verb, parsed.session) == ('{"s', "abc")

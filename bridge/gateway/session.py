@@ -1,0 +1,157 @@
+"""The gateway session's vocabulary (pure): its settings and states, the gaps it
+opens and closes, the lifecycle events it reports, and the actions the sans-I/O
+:class:`~bridge.gateway.protocol.GatewayProtocol` asks its I/O layer to perform
+(reconnect, REST calls, reconcile, expect a snapshot).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from bridge.backoff import BackoffPolicy
+from bridge.events import Lifecycle, LifecycleKind, Scalar
+
+NS_PER_MS = 1_000_000
+
+
+def _default_cadences() -> dict[str, float]:
+    return {"md": 120.0, "ld": 30.0}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """Every knob of the gateway session; durations carry their unit."""
+
+    tic_interval_s: float = 30.0
+    tickle_interval_s: float = 60.0
+    stale_after_s: float = 25.0
+    smd_refresh_s: float = 540.0
+    reconnect_floor_s: float = 0.5
+    reconnect_cap_s: float = 30.0
+    reconnect_multiplier: float = 2.0
+    healthy_reset_s: float = 30.0
+    auth_poll_s: float = 5.0
+    auth_timeout_s: float = 20.0
+    reauthenticate: bool = False
+    reauthenticate_interval_s: float = 60.0
+    ssodh_init: bool = True
+    send_session_message: bool = False  # else only on "waiting for session" (cookie first)
+    reconcile_on_start: bool = True
+    smh_max_concurrent: int = 5
+    smh_timeout_s: float = 30.0
+    # Channel ('md', 'or', 'tr', 'pl', 'sd', 'ld', 'bd') -> longest expected silence;
+    # channels absent here are event-driven and never judged stale.
+    expected_cadence_s: Mapping[str, float] = field(default_factory=_default_cadences)
+
+    def backoff_policy(self) -> BackoffPolicy:
+        return BackoffPolicy(
+            floor_s=self.reconnect_floor_s,
+            cap_s=self.reconnect_cap_s,
+            multiplier=self.reconnect_multiplier,
+            healthy_reset_s=self.healthy_reset_s,
+        )
+
+
+class SessionState(enum.StrEnum):
+    DISCONNECTED = "disconnected"
+    CONNECTED = "connected"  # socket open, not yet usable
+    AUTHENTICATED = "authenticated"  # usable: subscriptions are live
+    UNAUTHENTICATED = "unauthenticated"  # socket open, auth lost or competing
+
+
+# ------------------------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """Close the socket (the I/O layer then reports ``connection_lost``)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TickleRest:
+    """``POST /tickle`` (REST keepalive)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PollAuthStatus:
+    """``GET /iserver/auth/status`` and report it through ``auth_status_polled``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reauthenticate:
+    """``POST /iserver/reauthenticate`` (only when configured)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reconcile:
+    """Fetch orders and trades over REST and publish what changed while blind."""
+
+    gap_id: str | None
+    gap_started_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectSnapshot:
+    """An ``smd`` for this target (conid or ``conid@EXCH``) is being (re)sent: its next frame
+    is a snapshot (``Normalizer.expect_snapshot``)."""
+
+    target: str
+
+
+Action: TypeAlias = Reconnect | TickleRest | PollAuthStatus | Reauthenticate | Reconcile | ExpectSnapshot
+
+
+# ------------------------------------------------------------------------------------------- gaps
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """A stretch during which data may have been missed (disconnect, auth loss)."""
+
+    gap_id: str
+    started_ns: int
+    reason: str
+
+
+class GapTracker:
+    """At most one open gap at a time; ids are ``<start ms>-<count>``."""
+
+    def __init__(self) -> None:
+        self.current: Gap | None = None
+        self._count = 0
+
+    def open(self, reason: str, now_ns: int) -> Gap | None:
+        """Open a gap; None when one is already open (the first cause is kept)."""
+        if self.current is not None:
+            return None
+        self._count += 1
+        self.current = Gap(f"{now_ns // NS_PER_MS}-{self._count}", now_ns, reason)
+        return self.current
+
+    def close(self) -> Gap | None:
+        """Close the open gap and return it (None when none was open)."""
+        gap, self.current = self.current, None
+        return gap
+
+
+def lifecycle_event(
+    kind: LifecycleKind,
+    now_ns: int,
+    session_epoch: int,
+    reason: str | None = None,
+    gap: Gap | None = None,
+    detail: Mapping[str, Scalar] | None = None,
+) -> Lifecycle:
+    return Lifecycle(
+        kind=kind,
+        at_ms=now_ns // NS_PER_MS,
+        reason=reason,
+        gap_id=gap.gap_id if gap else None,
+        gap_started_ms=gap.started_ns // NS_PER_MS if gap else None,
+        detail={"session_epoch": session_epoch, **(detail or {})},
+    )
