@@ -139,6 +139,9 @@ class Spool:
 
     def _recover(self) -> None:
         for path in self.directory.glob(f"*{SEGMENT_SUFFIX}"):
+            if not path.stem.isdigit():
+                logger.warning("ignoring %s in the spool directory: not a segment this bridge wrote", path)
+                continue
             segment = int(path.stem)
             if segment < self._committed.segment:
                 path.unlink()

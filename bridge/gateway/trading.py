@@ -101,12 +101,21 @@ def _parse_known(element: Mapping[str, Any], keys: Mapping[str, tuple[str, Parse
     return parsed
 
 
-class OrderBook:
-    """Merged state of every order seen, keyed by (account, orderId)."""
+TERMINAL_STATUSES = frozenset({"Filled", "Cancelled", "Inactive"})
 
-    def __init__(self) -> None:
+
+class OrderBook:
+    """Merged state of every order seen, keyed by (account, orderId).
+
+    Memory is bounded: past ``max_orders`` the oldest orders in a terminal status
+    (Filled, Cancelled, Inactive) are forgotten first; a late delta for a forgotten
+    order is then merged from scratch (it still carries its id, account and changes).
+    """
+
+    def __init__(self, max_orders: int = 100_000) -> None:
         self._orders: dict[tuple[str, int], dict[str, Any]] = {}
         self._account_of: dict[int, str] = {}
+        self._max_orders = max_orders
 
     def apply(self, element: Mapping[str, Any], reconciled: bool = False) -> Event | None:
         """Merge one ``sor`` element (or REST order row); None when it changed nothing."""
@@ -131,8 +140,22 @@ class OrderBook:
                 changed.append(raw_key)
         if not changed and not is_new:
             return None
+        if is_new and len(self._orders) > self._max_orders:
+            self._forget_finished()
         fields = {k: v for k, v in state.items() if k != "extra"}
         return Order(account, order_id, tuple(changed), reconciled, extra=dict(extra), **fields)
+
+    def _forget_finished(self) -> None:
+        """Drop the oldest tenth of terminal orders (dicts keep insertion order)."""
+        budget = max(1, self._max_orders // 10)
+        finished = [key for key, state in self._orders.items() if state.get("status") in TERMINAL_STATUSES]
+        for key in finished[:budget]:
+            del self._orders[key]
+            if self._account_of.get(key[1]) == key[0]:
+                del self._account_of[key[1]]
+
+    def __len__(self) -> int:
+        return len(self._orders)
 
     @staticmethod
     def _fill_from_size_and_fills(updates: dict[str, Any]) -> None:

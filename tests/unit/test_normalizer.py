@@ -268,3 +268,14 @@ def test_undecodable_binary_frame_becomes_a_dead_letter_with_base64_raw_bytes() 
 def test_unknown_topic_becomes_a_dead_letter_naming_the_topic() -> None:
     (dead,) = Normalizer().normalize(b'{"topic":"xyz"}', NOW_NS)
     assert isinstance(dead, DeadLetter) and dead.reason == "unknown_topic" and dead.topic == "xyz"
+
+
+def test_finished_orders_are_forgotten_first_so_order_state_stays_bounded() -> None:
+    from bridge.gateway.trading import OrderBook
+
+    book = OrderBook(max_orders=20)
+    for order_id in range(1, 40):
+        book.apply({"acct": "A", "orderId": order_id, "status": "Filled" if order_id % 2 else "Submitted"})
+    assert len(book) <= 21
+    working = book.apply({"acct": "A", "orderId": 2, "status": "Submitted"})
+    assert working is None  # a working order is remembered: the same state changes nothing

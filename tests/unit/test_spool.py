@@ -244,3 +244,10 @@ def test_interval_fsync_syncs_once_the_interval_has_passed(
     spool.sync_if_due()  # nothing new appended, but the last record is still unsynced
     spool.sync_if_due()
     assert len(synced) == 2
+
+
+def test_a_stray_file_in_the_spool_directory_does_not_stop_the_spool_from_opening(tmp_path: Path) -> None:
+    (tmp_path / "notes.seg").write_text("not a segment")
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    assert not spool.has_unread()
+    spool.close()
