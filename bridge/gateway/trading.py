@@ -102,6 +102,10 @@ def _parse_known(element: Mapping[str, Any], keys: Mapping[str, tuple[str, Parse
 
 
 TERMINAL_STATUSES = frozenset({"Filled", "Cancelled", "Inactive"})
+# How far along its lifecycle a status is (reference §5.1); a REST snapshot taken before live
+# frames that already arrived must not move an order back.
+STATUS_RANK = {"Inactive": 0, "PendingSubmit": 1, "PreSubmitted": 2, "Submitted": 3, "WarnState": 3,
+               "PendingCancel": 4, "PreCancelled": 5, "Filled": 6, "Cancelled": 6}  # fmt: skip
 
 
 class OrderBook:
@@ -130,6 +134,8 @@ class OrderBook:
         state = self._orders.setdefault((account, order_id), {"extra": {}})
         updates = _parse_known(element, ORDER_KEYS)
         self._fill_from_size_and_fills(updates)
+        if reconciled and not is_new and _older_than(updates, state):
+            return None
         changed = [name for name, value in updates.items() if state.get(name) != value or name not in state]
         for name in changed:
             state[name] = updates[name]
@@ -166,6 +172,16 @@ class OrderBook:
             updates.setdefault("remaining_quantity", remaining)
         if total is not None:
             updates.setdefault("total_size", total)
+
+
+def _older_than(row: Mapping[str, Any], state: Mapping[str, Any]) -> bool:
+    """A reconciliation row describing an earlier point of the order's life than what is known."""
+    known_filled, row_filled = state.get("filled_quantity"), row.get("filled_quantity")
+    if known_filled is not None and row_filled is not None and row_filled < known_filled:
+        return True
+    known_rank = STATUS_RANK.get(state.get("status") or "", -1)
+    row_rank = STATUS_RANK.get(row.get("status") or "", -1)
+    return row_rank >= 0 and row_rank < known_rank
 
 
 class ExecutionLedger:

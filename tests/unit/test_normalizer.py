@@ -279,3 +279,11 @@ def test_finished_orders_are_forgotten_first_so_order_state_stays_bounded() -> N
     assert len(book) <= 21
     working = book.apply({"acct": "A", "orderId": 2, "status": "Submitted"})
     assert working is None  # a working order is remembered: the same state changes nothing
+
+
+def test_a_reconciliation_row_older_than_live_frames_never_moves_an_order_back() -> None:
+    n = Normalizer()
+    run(n, {"topic": "sor", "args": [{"acct": "A", "orderId": 1, "status": "Filled", "filledQuantity": 5.0}]})
+    assert n.reconcile_order({"acct": "A", "orderId": 1, "status": "Submitted", "filledQuantity": 2.0}) is None
+    assert n.reconcile_order({"acct": "A", "orderId": 1, "status": "PreSubmitted"}) is None
+    assert n.reconcile_order({"acct": "B", "orderId": 2, "status": "Submitted"}) is not None  # unknown: published
