@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 BACKOFF_BASE_S = 0.05
 BACKOFF_FLOOR_S = 0.01
 BACKOFF_CAP_S = 5.0
+PACE_WAIT_S = 0.05
+PACE_BATCHES = 2  # the reader yields to the publisher once this many full batches wait
 
 
 def full_jitter_delay(attempt: int) -> float:
@@ -109,6 +111,7 @@ class Publisher:
         self._on_acked = on_acked
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
+        self._taken = asyncio.Event()
         self._sink_down = False
         self.published_events = 0
         self.dead_lettered_events = 0
@@ -130,9 +133,24 @@ class Publisher:
             if self.buffer.memory_events < self.max_batch_events and self._linger_s > 0:
                 await asyncio.sleep(self._linger_s)
             batch = self.buffer.take(self.max_batch_events)
+            self._taken.set()
             if batch.records:
                 await self._deliver(batch.records)
             self.buffer.ack(batch)
+
+    async def keep_pace(self, max_wait_s: float = PACE_WAIT_S) -> None:
+        """For the reader, after it buffered records: yield until the next batch is taken when two
+        full batches wait and the sink is acknowledging, so a reader that is faster than the
+        publisher (both share one event loop) does not fill the buffer with frames that will only
+        be conflated. Waits at most ``max_wait_s``; never while the sink is down (then the buffer
+        conflates and spills as designed)."""
+        waiting = self.buffer.memory_events
+        if self._sink_down or self._task is None or waiting < PACE_BATCHES * self.max_batch_events:
+            return
+        self._taken.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max_wait_s):
+                await self._taken.wait()
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait until everything put so far is acknowledged; False if ``timeout_s`` ran out."""

@@ -27,7 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from bridge.errors import GatewayError, GatewayUnavailable
-from bridge.events import Event, Execution
+from bridge.events import Event, Execution, Quote
 from bridge.gateway.protocol import (
     Action,
     ExpectSnapshot,
@@ -49,6 +49,18 @@ log = logging.getLogger(__name__)
 
 EventCallback = Callable[[Sequence[Event], int], Awaitable[None]]
 _NS_PER_S = 1_000_000_000
+
+
+def _message_waiting(ws: ClientConnection) -> bool:
+    """True when websockets has already received a complete next message (``recv`` will not wait).
+
+    Reads the connection's frame queue (``recv_messages``); if that ever changes shape, the
+    answer is False and frames are simply handled one at a time.
+    """
+    queue = getattr(getattr(getattr(ws, "recv_messages", None), "frames", None), "queue", None)
+    if not queue:
+        return False
+    return bool(getattr(queue[0], "fin", False))
 
 
 class FrameNormalizer(Protocol):
@@ -78,6 +90,7 @@ class ConnectionSettings:
     auth_check_s: float = 1.0
     reconcile_trades_days: int | None = None
     max_timer_sleep_s: float = 1.0  # bound on how late a newly earlier deadline is noticed
+    max_batch_frames: int = 256  # frames handled before the reader yields to the other tasks
 
 
 class GatewayConnection:
@@ -218,15 +231,7 @@ class GatewayConnection:
         reason = "closed"
         try:
             while True:
-                data = await ws.recv(decode=False)
-                now_ns = self.clock_ns()
-                events = self.normalizer.normalize(data, now_ns)
-                state = self.protocol.state
-                self.protocol.events_received(events, now_ns)
-                await self.on_events(self._mark_resynced(events), now_ns)
-                if self.protocol.state is not state:
-                    self._wake.set()
-                await self._flush()
+                await self._receive(ws, await ws.recv(decode=False))
         except ConnectionClosed as exc:
             reason = f"closed {exc.rcvd.code if exc.rcvd else 1006}: {exc.rcvd.reason if exc.rcvd else ''}"
         finally:
@@ -238,6 +243,51 @@ class GatewayConnection:
             self.protocol.frames_to_send()  # nothing may be written to a dead socket
             await self._flush()
             log.warning("gateway socket lost: %s", reason)
+
+    async def _receive(self, ws: ClientConnection, data: bytes) -> None:
+        """Handle ``data`` and every further message already received, without an await per frame.
+
+        Frames taken from the socket together count as received at the same instant. A run of
+        frames that each normalize to one plain quote (a quote never makes the protocol act, send
+        or publish) goes to the protocol and to ``on_events`` as one batch; any other frame first
+        closes the batch, then is handled on its own exactly as before, so the order of events
+        holds. After ``max_batch_frames`` the loop yields, so the publisher keeps pace.
+        """
+        batch: list[Event] = []
+        frames = 0
+        limit = self.settings.max_batch_frames
+        now_ns = self.clock_ns()
+        while True:
+            events = self.normalizer.normalize(data, now_ns)
+            if len(events) == 1 and type(events[0]) is Quote:
+                batch.append(events[0])
+            else:
+                if batch:
+                    await self._quotes(batch, now_ns)
+                    batch = []
+                await self._frame_events(events, now_ns)
+                now_ns = self.clock_ns()
+            frames += 1
+            if frames >= limit or not _message_waiting(ws):
+                break
+            data = await ws.recv(decode=False)
+        if batch:
+            await self._quotes(batch, now_ns)
+            await self._flush()
+        if frames >= limit:
+            await asyncio.sleep(0)  # let the publisher and the timers run
+
+    async def _quotes(self, quotes: list[Event], now_ns: int) -> None:
+        self.protocol.events_received(quotes, now_ns)
+        await self.on_events(quotes, now_ns)
+
+    async def _frame_events(self, events: list[Event], now_ns: int) -> None:
+        state = self.protocol.state
+        self.protocol.events_received(events, now_ns)
+        await self.on_events(self._mark_resynced(events), now_ns)
+        if self.protocol.state is not state:
+            self._wake.set()
+        await self._flush()
 
     def _mark_resynced(self, events: list[Event]) -> list[Event]:
         """Executions the socket replays (``str`` history) that happened before the session became

