@@ -173,7 +173,43 @@ def encode(event: Event, route: Route, ctx: EnvelopeContext, received_ns: int) -
         ("subject", route.subject or route.key.decode()),
         ("sequence", ctx.sequence),
     )
-    return Record(route.destination, route.key, orjson.dumps(event), attributes, cls.CLASS, cls.TYPE, time_ms)
+    data = _quote_json(event) if cls is Quote else orjson.dumps(event)  # type: ignore[arg-type]
+    return Record(route.destination, route.key, data, attributes, cls.CLASS, cls.TYPE, time_ms)
+
+
+# id -> (the availability object itself, its JSON); keeping the object makes the id unambiguous.
+_AVAILABILITY_JSON: dict[int, tuple[object, orjson.Fragment]] = {}
+
+
+def _quote_json(quote: Quote) -> bytes:
+    """The quote's JSON, byte-for-byte what ``orjson.dumps(quote)`` writes, in about half the time:
+    orjson walks a slotted dataclass field by field, and the nested availability (a pure function
+    of its 6509 code, shared by every quote of a conid) is serialized once per object."""
+    availability = quote.availability
+    fragment: orjson.Fragment | None = None
+    if availability is not None:
+        cached = _AVAILABILITY_JSON.get(id(availability))
+        if cached is not None and cached[0] is availability:
+            fragment = cached[1]
+        else:
+            fragment = orjson.Fragment(orjson.dumps(availability))
+            if len(_AVAILABILITY_JSON) >= 4096:
+                _AVAILABILITY_JSON.clear()
+            _AVAILABILITY_JSON[id(availability)] = (availability, fragment)
+    return orjson.dumps({
+        "conid": quote.conid,
+        "conid_ex": quote.conid_ex,
+        "updated_ms": quote.updated_ms,
+        "server_id": quote.server_id,
+        "snapshot": quote.snapshot,
+        "changed": quote.changed,
+        "values": quote.values,
+        "revision": quote.revision,
+        "last_is_prior_close": quote.last_is_prior_close,
+        "halted": quote.halted,
+        "availability": fragment,
+        "extra": quote.extra,
+    })  # fmt: skip
 
 
 def decode_structured(line: bytes | str) -> tuple[dict[str, Any], dict[str, Any]]:

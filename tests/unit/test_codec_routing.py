@@ -85,3 +85,12 @@ def test_destination_templates_can_rename_and_split_per_key() -> None:
 def test_combo_quotes_are_keyed_by_their_conidex() -> None:
     route = Router().route(quote(conid=0, conid_ex="0;;;265598/1,8314/-1"))
     assert route is not None and route.key == b"0;;;265598/1,8314/-1"
+
+
+def test_the_fast_quote_encoding_is_byte_for_byte_the_generic_one() -> None:
+    from bridge.events import MarketDataAvailability
+
+    for availability in (None, MarketDataAvailability("RpB", "realtime", False, True, True)):
+        event = quote(availability=availability, extra={"99999": "x"}, changed=("bid", "ask"), revision=2)
+        record = encode(event, Router().route(event), EnvelopeContext(), NOW_NS)  # type: ignore[arg-type]
+        assert record.data == orjson.dumps(event)
