@@ -2,8 +2,10 @@
 
 One publisher per sink, one batch in flight at a time, so per-key order holds
 through retries and spool replay (the buffer hands out spooled critical records
-before newer ones). A batch is sent when ``max_batch_events`` are waiting or
-``linger_ms`` after the first record arrived.
+before newer ones). The linger adapts to the load: what is waiting is sent at once
+when no more arrives meanwhile (a quiet feed, a lone order update), and the
+publisher lingers (up to ``linger_ms``) only while records keep arriving and the
+batch is not full yet, so a busy feed still goes out in large batches.
 
 Errors, read by their ``retryable`` flag:
 
@@ -130,13 +132,31 @@ class Publisher:
                 self._idle.set()
             await self.buffer.wait_pending()
             self._idle.clear()
-            if self.buffer.memory_events < self.max_batch_events and self._linger_s > 0:
-                await asyncio.sleep(self._linger_s)
+            await self._linger()
             batch = self.buffer.take(self.max_batch_events)
             self._taken.set()
             if batch.records:
                 await self._deliver(batch.records)
             self.buffer.ack(batch)
+
+    async def _linger(self) -> None:
+        """Let the batch grow while records keep arriving, for at most ``linger_ms``.
+
+        Each turn gives the other tasks (the gateway reader) one pass of the event loop; a pass
+        that adds nothing means the burst is over, and waiting longer would only add latency.
+        """
+        if self._linger_s <= 0:
+            return
+        buffer, full = self.buffer, self.max_batch_events
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._linger_s
+        waiting = buffer.memory_events
+        while waiting < full:
+            await asyncio.sleep(0)
+            arrived = buffer.memory_events
+            if arrived <= waiting or loop.time() >= deadline:
+                return
+            waiting = arrived
 
     async def keep_pace(self, max_wait_s: float = PACE_WAIT_S) -> None:
         """For the reader, after it buffered records: yield until the next batch is taken when two

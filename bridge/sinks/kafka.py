@@ -171,42 +171,74 @@ class KafkaSinkOptions:
 # --------------------------------------------------------------------------- record shapes
 
 _BINARY_NAMES = {"datacontenttype": "content-type"}
-_UNIQUE_ATTRIBUTES = frozenset({"id", "time", "sequence"})  # not cached: (nearly) every record differs
-_HEADER_CACHE_ENTRIES = 16_384
+_CONSTANT_ATTRIBUTES = 6  # specversion ... sessionepoch: one shared tuple of pairs per event type and session
+_PREFIX_CACHE_ENTRIES = 1_024
+
+Attribute = tuple[str, str | int]
+Header = tuple[str, bytes]
 
 
-def _binary_header(attribute: tuple[str, str | int]) -> tuple[str, bytes]:
+def _header_name(name: str) -> str:
+    return _BINARY_NAMES.get(name) or "ce_" + name
+
+
+def _binary_header(attribute: Attribute) -> Header:
     name, value = attribute
-    return _BINARY_NAMES.get(name) or "ce_" + name, value.encode() if isinstance(
-        value, str
-    ) else b"%d" % value
+    return _header_name(name), value.encode() if isinstance(value, str) else b"%d" % value
 
 
-def binary_headers(attributes: Sequence[tuple[str, str | int]]) -> list[tuple[str, bytes]]:
+def binary_headers(attributes: Sequence[Attribute]) -> list[Header]:
     """CloudEvents Kafka binary mode: ``ce_<name>`` headers, ``datacontenttype`` as ``content-type``."""
     return [_binary_header(attribute) for attribute in attributes]
 
 
 class BinaryHeaders:
-    """:func:`binary_headers`, caching the headers that repeat between records (type, source, subject...)."""
+    """:func:`binary_headers` for the hot path, with the constant headers built once.
+
+    The codec gives every record of an event type in a session the same six leading pairs
+    (specversion, source, type, datacontenttype, dataschema, sessionepoch: the very same
+    objects), so their headers are cached under the identity of the sixth pair. An entry holds
+    its pairs, so that identity is not reused while cached, and is compared with the record's
+    (cheap: the same objects), so records built elsewhere (spool replay, tests) get headers from
+    their own values. The remaining attributes (id, time, subject, sequence) are encoded per record.
+    """
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, str | int], tuple[str, bytes]] = {}
+        self._prefixes: dict[int, tuple[tuple[Attribute, ...], list[Header]]] = {}
+        self._names: dict[str, str] = {}
 
-    def __call__(self, attributes: Sequence[tuple[str, str | int]]) -> list[tuple[str, bytes]]:
-        get, unique = self._cache.get, _UNIQUE_ATTRIBUTES
-        return [
-            ("ce_" + a[0], a[1].encode() if isinstance(a[1], str) else b"%d" % a[1])
-            if a[0] in unique
-            else get(a) or self._remember(a)
-            for a in attributes
-        ]
+    def __call__(self, attributes: tuple[Attribute, ...]) -> list[Header]:
+        head = attributes[:_CONSTANT_ATTRIBUTES]
+        if not head:
+            return []
+        entry = self._prefixes.get(id(head[-1]))
+        if entry is None or entry[0] != head:
+            entry = self._remember(head)
+        tail = attributes[_CONSTANT_ATTRIBUTES:]
+        names = self._names
+        if len(tail) == 4:  # id, time, subject, sequence: unrolled, twice as fast as a loop
+            (a, av), (b, bv), (c, cv), (d, dv) = tail
+            try:
+                return [
+                    *entry[1],
+                    (names[a], av.encode() if isinstance(av, str) else b"%d" % av),
+                    (names[b], bv.encode() if isinstance(bv, str) else b"%d" % bv),
+                    (names[c], cv.encode() if isinstance(cv, str) else b"%d" % cv),
+                    (names[d], dv.encode() if isinstance(dv, str) else b"%d" % dv),
+                ]
+            except KeyError:  # a name not seen yet
+                pass
+        if len(names) > _PREFIX_CACHE_ENTRIES:
+            names.clear()
+        for name, _ in tail:
+            names[name] = _header_name(name)
+        return entry[1] + [(names[n], v.encode() if isinstance(v, str) else b"%d" % v) for n, v in tail]
 
-    def _remember(self, attribute: tuple[str, str | int]) -> tuple[str, bytes]:
-        if len(self._cache) >= _HEADER_CACHE_ENTRIES:
-            self._cache.clear()
-        header = self._cache[attribute] = _binary_header(attribute)
-        return header
+    def _remember(self, head: tuple[Attribute, ...]) -> tuple[tuple[Attribute, ...], list[Header]]:
+        if len(self._prefixes) >= _PREFIX_CACHE_ENTRIES:
+            self._prefixes.clear()
+        entry = self._prefixes[id(head[-1])] = (head, binary_headers(head))
+        return entry
 
 
 def _headers_bytes(headers: Sequence[tuple[str, bytes]]) -> int:
@@ -250,12 +282,13 @@ def translate(exc: BaseException, index: int | None) -> SinkRejected | SinkUnava
 class _PartitionBatch:
     """Records of one publish bound for one partition, in order, and the builder holding them."""
 
-    __slots__ = ("builder", "generation", "indices", "partition", "topic")
+    __slots__ = ("append", "builder", "generation", "indices", "partition", "topic")
 
     def __init__(self, topic: str, partition: int, builder: Any, generation: int) -> None:
         self.topic = topic
         self.partition = partition
         self.builder = builder
+        self.append = builder.append  # bound once: the plan appends every record through it
         self.generation = generation  # n-th builder of this partition within the publish
         self.indices: list[int] = []
 
@@ -354,14 +387,19 @@ class KafkaSink:
 
     def _plan(self, producer: Any, batch: Sequence[Record], counts: dict[str, int]) -> list[_PartitionBatch]:
         """Fill one builder per partition (more when one fills up); sync, so nothing interleaves."""
-        open_parts: dict[tuple[str, int], _PartitionBatch] = {}
         plan: list[_PartitionBatch] = []
         maps = self._partition_maps(counts)
+        open_parts: dict[str, list[_PartitionBatch | None]] = {t: [None] * n for t, n in counts.items()}
         structured, headers_of = self._structured, self._headers
         gate = self._options.max_record_bytes - _HEADER_ALLOWANCE_BYTES
+        topic = ""
+        by_key: dict[bytes, int] = {}
+        parts: list[_PartitionBatch | None] = []
         for index, record in enumerate(batch):
-            topic, key = record.destination, record.key
-            by_key = maps[topic]
+            if record.destination != topic:
+                topic = record.destination
+                by_key, parts = maps[topic], open_parts[topic]
+            key = record.key
             partition = by_key.get(key)
             if partition is None:
                 partition = by_key[key] = default_partition(key, counts[topic])
@@ -371,17 +409,13 @@ class KafkaSink:
                 value, headers = record.data, headers_of(record.attributes)
             if len(value) + len(key) > gate:
                 self._check_size(index, key, value, headers)
-            part = open_parts.get((topic, partition))
-            if (
-                part is None
-                or part.builder.append(timestamp=None, key=key, value=value, headers=headers) is None
-            ):
+            part = parts[partition]
+            if part is None or part.append(timestamp=None, key=key, value=value, headers=headers) is None:
                 generation = 0 if part is None else part.generation + 1
-                part = open_parts[(topic, partition)] = _PartitionBatch(
-                    topic, partition, producer.create_batch(), generation
-                )
+                builder = producer.create_batch()
+                part = parts[partition] = _PartitionBatch(topic, partition, builder, generation)
                 plan.append(part)
-                part.builder.append(timestamp=None, key=key, value=value, headers=headers)
+                part.append(timestamp=None, key=key, value=value, headers=headers)
             part.indices.append(index)
         for part in plan:
             part.builder.close()

@@ -117,6 +117,30 @@ async def test_records_put_together_are_sent_as_one_batch(ctx: EnvelopeContext) 
     await publisher.stop()
 
 
+async def test_a_lone_record_is_sent_at_once_instead_of_waiting_out_the_linger(ctx: EnvelopeContext) -> None:
+    sink, buffer, publisher = make(max_batch_events=100, linger_ms=600_000)
+    publisher.start()
+    buffer.put(order(ctx, 1, 1))
+    await until(lambda: sink.batch_sizes == [1])
+    buffer.put(order(ctx, 1, 2))
+    await until(lambda: sink.batch_sizes == [1, 1])
+    assert await publisher.flush(timeout_s=10)
+    await publisher.stop()
+
+
+async def test_records_that_keep_arriving_are_lingered_into_full_batches(ctx: EnvelopeContext) -> None:
+    sink, buffer, publisher = make(max_batch_events=10, linger_ms=600_000)
+    publisher.start()
+    expected = [order(ctx, n % 3, n) for n in range(30)]
+    for record in expected:  # one record per pass of the event loop, as a busy reader delivers them
+        buffer.put(record)
+        await asyncio.sleep(0)
+    assert await publisher.flush(timeout_s=10)
+    assert sink.ids(ORDERS) == [r.id for r in expected]
+    assert sink.batch_sizes == [10, 10, 10]
+    await publisher.stop()
+
+
 async def test_an_outage_loses_no_critical_record_and_keeps_per_key_order(
     tmp_path: Path, ctx: EnvelopeContext
 ) -> None:
