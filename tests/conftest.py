@@ -1,6 +1,6 @@
 """Shared fixtures: real processes (Redis, the Kafka-protocol broker, the gateway simulator).
 
-In CI (``CI=true``) a test whose real component cannot be started fails; it never skips.
+A test whose real component cannot be started fails; it never skips (``.ci/run`` installs them).
 """
 
 pytest_plugins = ["tests.fixtures.processes", "tests.fixtures.sim", "tests.fixtures.brokers"]
