@@ -190,8 +190,17 @@ class DeliveryBuffer:
         self._pending.set()
 
     def put_many(self, records: Iterable[Record]) -> None:
+        """``put`` each record, in order (the publisher is woken once, after the last)."""
+        market, put_market, put_critical = EventClass.MARKET_DATA, self.market.put, self._put_critical
+        accepted = False
         for record in records:
-            self.put(record)
+            if record.event_class is market:
+                put_market(record)
+            else:
+                put_critical(record)
+            accepted = True
+        if accepted:
+            self._pending.set()
 
     def _put_critical(self, record: Record) -> None:
         if self._closed:

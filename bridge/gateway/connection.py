@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.frames import Opcode
 
 from bridge.errors import GatewayError, GatewayUnavailable
 from bridge.events import Event, Execution, Quote
@@ -51,16 +52,28 @@ EventCallback = Callable[[Sequence[Event], int], Awaitable[None]]
 _NS_PER_S = 1_000_000_000
 
 
-def _message_waiting(ws: ClientConnection) -> bool:
-    """True when websockets has already received a complete next message (``recv`` will not wait).
+def _waiting_message(ws: ClientConnection) -> bytes | None:
+    """The next message if websockets has already received all of it, taken without an await;
+    else None (then ``recv`` is the way to wait for it).
 
-    Reads the connection's frame queue (``recv_messages``); if that ever changes shape, the
-    answer is False and frames are simply handled one at a time.
+    Does what ``recv(decode=False)`` does for a one-frame message already queued, minus three
+    coroutine layers: reads the connection's frame queue (``recv_messages``). If that ever changes
+    shape, the answer is None and frames are simply handled one ``recv`` at a time.
     """
-    queue = getattr(getattr(getattr(ws, "recv_messages", None), "frames", None), "queue", None)
-    if not queue:
-        return False
-    return bool(getattr(queue[0], "fin", False))
+    assembler = getattr(ws, "recv_messages", None)
+    queue = getattr(getattr(assembler, "frames", None), "queue", None)
+    if not queue or getattr(assembler, "get_in_progress", True):
+        return None
+    frame = queue[0]
+    if getattr(frame, "fin", False) is not True or getattr(frame, "opcode", None) not in _DATA_OPCODES:
+        return None
+    queue.popleft()
+    assembler.maybe_resume()  # type: ignore[union-attr]
+    data = frame.data
+    return data if type(data) is bytes else bytes(data)
+
+
+_DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY)
 
 
 class FrameNormalizer(Protocol):
@@ -253,14 +266,15 @@ class GatewayConnection:
         closes the batch, then is handled on its own exactly as before, so the order of events
         holds. After ``max_batch_frames`` the loop yields, so the publisher keeps pace.
         """
-        batch: list[Event] = []
+        batch: list[Quote] = []
         frames = 0
         limit = self.settings.max_batch_frames
         now_ns = self.clock_ns()
         while True:
             events = self.normalizer.normalize(data, now_ns)
-            if len(events) == 1 and type(events[0]) is Quote:
-                batch.append(events[0])
+            first = events[0]
+            if type(first) is Quote and len(events) == 1:
+                batch.append(first)
             else:
                 if batch:
                     await self._quotes(batch, now_ns)
@@ -268,17 +282,20 @@ class GatewayConnection:
                 await self._frame_events(events, now_ns)
                 now_ns = self.clock_ns()
             frames += 1
-            if frames >= limit or not _message_waiting(ws):
+            if frames >= limit:
                 break
-            data = await ws.recv(decode=False)
+            waiting = _waiting_message(ws)
+            if waiting is None:
+                break
+            data = waiting
         if batch:
             await self._quotes(batch, now_ns)
             await self._flush()
         if frames >= limit:
             await asyncio.sleep(0)  # let the publisher and the timers run
 
-    async def _quotes(self, quotes: list[Event], now_ns: int) -> None:
-        self.protocol.events_received(quotes, now_ns)
+    async def _quotes(self, quotes: list[Quote], now_ns: int) -> None:
+        self.protocol.quotes_received(quotes, now_ns)
         await self.on_events(quotes, now_ns)
 
     async def _frame_events(self, events: list[Event], now_ns: int) -> None:

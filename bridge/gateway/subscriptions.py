@@ -135,6 +135,10 @@ class DesiredSubscriptions:
         watch = watch_key(event)
         return self._by_watch.get(watch) if watch else None
 
+    def key_for_watch(self, watch: str) -> str | None:
+        """The key of the desired subscription watched as ``watch`` (``md:<conid>``, ``or``, ...)."""
+        return self._by_watch.get(watch)
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryRequest:

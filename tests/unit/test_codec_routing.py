@@ -46,6 +46,15 @@ def test_an_implausible_gateway_time_falls_back_to_the_receive_time() -> None:
     assert dict(record.attributes)["time"] == "2026-04-24T03:06:40.123Z"
 
 
+def test_times_are_right_across_repeated_milliseconds_and_second_boundaries() -> None:
+    ctx = EnvelopeContext()
+    times = [1777552110061, 1777552110061, 1777552110999, 1777552111000, 1777552111000, 1777552110061]
+    assert [ctx.time_text(ms) for ms in times] == [
+        "2026-04-30T12:28:30.061Z", "2026-04-30T12:28:30.061Z", "2026-04-30T12:28:30.999Z",
+        "2026-04-30T12:28:31.000Z", "2026-04-30T12:28:31.000Z", "2026-04-30T12:28:30.061Z",
+    ]  # fmt: skip
+
+
 def test_execution_ids_are_the_execution_id_and_the_commission_copy_is_distinct() -> None:
     router, ctx = Router(), EnvelopeContext()
     first = Execution("E1", "U1", 9, False)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
+import pytest
 
 from bridge.events import (
     AccountLedger,
@@ -15,13 +18,14 @@ from bridge.events import (
     Event,
     Execution,
     GatewayError,
+    MarketDataAvailability,
     Notification,
     Order,
     Pnl,
     Quote,
     TickleReply,
 )
-from bridge.gateway.normalizer import Normalizer
+from bridge.gateway.normalizer import Normalizer, _new_quote
 
 NOW_NS = 1_777_000_000_000_000_000
 
@@ -81,6 +85,28 @@ def test_suffixes_commas_and_percent_are_parsed_into_numbers() -> None:
     assert quote.values["market_cap"] == 3.9e12
     assert quote.values["unrealized_pnl_pct"] == 1.25
     assert quote.values["last"] == 1234.5
+
+
+def test_numbers_ending_in_other_than_a_digit_parse_as_before_or_are_kept_raw() -> None:
+    (quote,) = run(Normalizer(), smd(**{"87": "1.5m", "7282": " 12 ", "85": "7.", "86": "C10.",
+                                        "84": "inf", "88": "nan", "82": "1e999"}))  # fmt: skip
+    assert isinstance(quote, Quote)
+    assert quote.values["volume"] == 1_500_000.0
+    assert quote.values["average_volume"] == 12.0
+    assert quote.values["ask_size"] == 7.0
+    assert quote.values["ask"] == 10.0 and quote.last_is_prior_close is False
+    assert quote.values["bid"] is None and quote.extra["84"] == "inf"
+    assert quote.values["bid_size"] is None and quote.extra["88"] == "nan"
+    assert quote.values["change"] is None and quote.extra["82"] == "1e999"
+
+
+def test_quotes_are_built_exactly_like_the_dataclass_and_stay_frozen() -> None:
+    availability = MarketDataAvailability("RpB", "realtime", True, False, True)
+    fields = (265598, "265598", 17, "q1", True, ("last",), {"last": 1.5}, 2, True, False, availability, {"x": 1})  # fmt: skip
+    built = _new_quote(*fields)
+    assert built == Quote(*fields) and repr(built) == repr(Quote(*fields))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.conid = 1  # type: ignore[misc]
 
 
 def test_empty_string_means_unknown_never_zero() -> None:

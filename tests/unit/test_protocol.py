@@ -261,6 +261,32 @@ def test_smd_is_refreshed_before_expiry_without_a_gap() -> None:
     assert LifecycleKind.GAP_START not in kinds(events)
 
 
+def test_a_batch_of_quotes_keeps_each_conids_subscription_fresh_and_no_other() -> None:
+    p = make(AAPL, MSFT, expected_cadence_s={"md": 60.0}, stale_after_s=1000, tic_interval_s=1000)
+    open_and_auth(p, 0)
+    p.quotes_received([quote(265598), quote(265598), quote(999)], 50 * S)
+    p.tick(60 * S)
+    frames, events, _ = drain(p)
+    assert frames == [MSFT.subscribe]
+    assert [e.detail["subscription"] for e in events] == [MSFT.key]
+    p.tick(110 * S)
+    frames, events, _ = drain(p)
+    assert frames == [AAPL.subscribe]
+    assert [e.detail["subscription"] for e in events] == [AAPL.key]
+
+
+def test_a_batch_of_quotes_counts_as_frames_for_the_stale_socket_check() -> None:
+    p = make(AAPL, stale_after_s=100, tic_interval_s=1000, tickle_interval_s=1000)
+    open_and_auth(p, 0)
+    p.quotes_received([quote(999)], 90 * S)
+    p.tick(150 * S)
+    _, _, actions = drain(p)
+    assert not any(isinstance(a, Reconnect) for a in actions)
+    p.tick(191 * S)
+    _, _, actions = drain(p)
+    assert any(isinstance(a, Reconnect) for a in actions)
+
+
 def test_a_silent_subscription_is_resubscribed_and_reported_stale_once() -> None:
     p = make(AAPL, ORDERS, expected_cadence_s={"md": 60.0}, stale_after_s=1000, tic_interval_s=1000)
     open_and_auth(p, 0)
