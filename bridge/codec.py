@@ -105,11 +105,6 @@ _MAX_TIME_MS = 32_503_680_000_000  # year 3000: a gateway time beyond it is garb
 
 def event_time_ms(event: Event, received_ns: int) -> int:
     """The event's own time where the gateway gives a plausible one, else when the bridge received it."""
-    if type(event) is Quote:
-        updated = event.updated_ms
-        if updated is not None and 0 <= updated < _MAX_TIME_MS:
-            return updated
-        return received_ns // 1_000_000
     for name in _TIME_FIELDS:
         value = getattr(event, name, None)
         if type(value) is int and 0 <= value < _MAX_TIME_MS:

@@ -135,9 +135,6 @@ class Router:
         assert isinstance(event, AccountProperties)
         return self.alias(event.selected_account or "accounts")
 
-    def key(self, event: Event) -> str:
-        return self._key_of.get(type(event), _gateway_key)(event)
-
     def route(self, event: Event) -> Route | None:
         cls = type(event)
         plan = self._plans.get(cls)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from bridge.events import MarketDataAvailability, Scalar
+from bridge.events import MarketDataAvailability
 
 
 class Kind(enum.Enum):
@@ -127,23 +127,6 @@ def to_bool(value: Any) -> bool | None:
     if value in ("0", 0, "false", "False"):
         return False
     raise Unparsed(value)
-
-
-def split_prefix(value: Any) -> tuple[str, Any]:
-    """``"C271.5"`` -> ("C", "271.5"); anything else -> ("", value)."""
-    if type(value) is str and value and value[0] in "CH":
-        return value[0], value[1:]
-    return "", value
-
-
-def parse_value(kind: Kind, value: Any) -> Scalar:
-    if kind is Kind.PRICE or kind is Kind.NUMBER:
-        return to_float(value)
-    if kind is Kind.TEXT:
-        return to_text(value)
-    if kind is Kind.INT:
-        return to_int(value)
-    return to_bool(value)
 
 
 _TIMELINE = {
