@@ -12,7 +12,7 @@ PURE = ["events", "codec", "routing", "backoff", "config", "errors", "schemagen"
         "gateway/tls", "gateway/wire", "gateway/normalizer", "gateway/fields", "gateway/trading", "gateway/account",
         "gateway/history", "gateway/protocol", "gateway/session", "gateway/subscriptions", "gateway/session_frames",
         "sinks/base"]  # fmt: skip
-FORBIDDEN = {"asyncio", "aiohttp", "aiokafka", "redis", "websockets", "prometheus_client", "socket",
+FORBIDDEN = {"asyncio", "aiohttp", "aiokafka", "redis", "websockets", "picows", "prometheus_client", "socket",
              "bridge.metrics", "bridge.sinks.kafka", "bridge.sinks.redis", "bridge.app", "time"}  # fmt: skip
 ADAPTERS = ["sinks/kafka", "sinks/redis", "sinks/memory", "sinks/stdout", "gateway/connection", "gateway/rest"]
 
@@ -61,7 +61,7 @@ def test_pure_module_imports_no_io_client_or_metrics(name: str) -> None:
 
 
 DELIVERY = ["delivery/buffer", "delivery/spool", "delivery/spool_format", "delivery/observer", "publisher"]
-CLIENTS = {"aiokafka", "redis", "websockets", "prometheus_client", "bridge.metrics", "bridge.sinks.kafka",
+CLIENTS = {"aiokafka", "redis", "websockets", "picows", "prometheus_client", "bridge.metrics", "bridge.sinks.kafka",
            "bridge.sinks.redis"}  # fmt: skip
 
 
