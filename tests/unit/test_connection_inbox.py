@@ -1,0 +1,109 @@
+"""The gateway socket's inbox: whole messages out of picows frames, close answered, reading paused."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from picows import WSCloseCode, WSMsgType
+from picows.picows import _make_test_ws_frame
+
+from bridge.gateway.connection import _Inbox
+
+
+@dataclass
+class FakeUnderlying:
+    paused: int = 0
+    resumed: int = 0
+
+    def pause_reading(self) -> None:
+        self.paused += 1
+
+    def resume_reading(self) -> None:
+        self.resumed += 1
+
+
+@dataclass
+class FakeTransport:
+    underlying_transport: FakeUnderlying = field(default_factory=FakeUnderlying)
+    closes: list[tuple[WSCloseCode, bytes | None]] = field(default_factory=list)
+    disconnects: int = 0
+
+    def send_close(self, code: WSCloseCode, message: bytes | None = None) -> None:
+        self.closes.append((code, message))
+
+    def disconnect(self, graceful: bool = True) -> None:
+        self.disconnects += 1
+
+
+def frame(kind: WSMsgType, payload: bytes, fin: bool = True):  # type: ignore[no-untyped-def]
+    return _make_test_ws_frame(kind, payload, fin, False)
+
+
+def inbox(pause_at: int = 100, max_bytes: int = 1000) -> tuple[_Inbox, FakeTransport]:
+    box, transport = _Inbox(max_bytes, pause_at), FakeTransport()
+    box.on_ws_connected(transport)  # type: ignore[arg-type]
+    return box, transport
+
+
+def feed(box: _Inbox, transport: FakeTransport, *frames: object) -> None:
+    for f in frames:
+        box.on_ws_frame(transport, f)  # type: ignore[arg-type]
+
+
+def test_text_and_binary_messages_are_queued_as_bytes_in_order() -> None:
+    box, t = inbox()
+    feed(box, t, frame(WSMsgType.TEXT, b'{"topic":"system"}'), frame(WSMsgType.BINARY, b'{"a":1}'))
+    assert box.messages == [b'{"topic":"system"}', b'{"a":1}']
+
+
+def test_fragmented_message_is_reassembled_and_control_frames_are_not_queued() -> None:
+    box, t = inbox()
+    feed(box, t, frame(WSMsgType.TEXT, b'{"topic":', fin=False), frame(WSMsgType.PING, b""),
+         frame(WSMsgType.CONTINUATION, b'"smd+1",', fin=False), frame(WSMsgType.CONTINUATION, b'"31":"1"}'),
+         frame(WSMsgType.TEXT, b"next"))  # fmt: skip
+    assert box.messages == [b'{"topic":"smd+1","31":"1"}', b"next"]
+    assert t.closes == []
+
+
+def test_stray_continuation_and_interleaved_data_frame_close_the_socket_as_protocol_errors() -> None:
+    box, t = inbox()
+    feed(box, t, frame(WSMsgType.CONTINUATION, b"x"))
+    assert t.closes[0][0] is WSCloseCode.PROTOCOL_ERROR and t.disconnects == 1
+    box, t = inbox()
+    feed(box, t, frame(WSMsgType.TEXT, b"a", fin=False), frame(WSMsgType.TEXT, b"b"))
+    assert t.closes[0][0] is WSCloseCode.PROTOCOL_ERROR and box.messages == []
+
+
+def test_fragments_beyond_the_message_limit_close_the_socket() -> None:
+    box, t = inbox(max_bytes=10)
+    feed(box, t, frame(WSMsgType.TEXT, b"123456", fin=False), frame(WSMsgType.CONTINUATION, b"789012"))
+    assert t.closes == [(WSCloseCode.MESSAGE_TOO_BIG, b"message too big")] and box.messages == []
+
+
+def test_close_frame_is_answered_with_its_code_and_the_socket_dropped() -> None:
+    box, t = inbox()
+    close = _make_test_ws_frame(WSMsgType.CLOSE, b"\x03\xe8bye", True, False)
+    feed(box, t, close)
+    assert t.closes == [(WSCloseCode.OK, b"bye")] and t.disconnects == 1
+
+
+async def test_reading_pauses_at_the_limit_and_resumes_when_the_serve_loop_takes() -> None:
+    box, t = inbox(pause_at=3)
+    feed(box, t, *(frame(WSMsgType.TEXT, b"%d" % i) for i in range(5)))
+    assert t.underlying_transport.paused == 1  # once, at the third message
+    assert await box.take() == [b"0", b"1", b"2", b"3", b"4"]
+    assert t.underlying_transport.resumed == 1 and box.messages == []
+
+
+async def test_take_waits_for_a_message_and_returns_empty_once_disconnected_and_drained() -> None:
+    box, t = inbox()
+    waiting = asyncio.create_task(box.take())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    feed(box, t, frame(WSMsgType.TEXT, b"late"))
+    assert await waiting == [b"late"]
+    feed(box, t, frame(WSMsgType.TEXT, b"last"))
+    box.on_ws_disconnected(t)  # type: ignore[arg-type]
+    assert await box.take() == [b"last"]  # what arrived before the drop is still handed over
+    assert await box.take() == []
