@@ -5,13 +5,9 @@ from __future__ import annotations
 import pytest
 from aiokafka import errors as kafka_errors
 
-from bridge.codec import EnvelopeContext, encode
-from bridge.delivery.spool_format import decode_record, encode_record
 from bridge.errors import ConfigError, SinkRejected, SinkUnavailable
-from bridge.events import Execution, Quote
-from bridge.routing import Route
-from bridge.sinks.base import Record
-from bridge.sinks.kafka import BinaryHeaders, KafkaSinkOptions, binary_headers, translate
+from bridge.sinks.kafka import KafkaSinkOptions, translate
+from bridge.sinks.kafka_headers import binary_headers
 from tests.fixtures.brokers import quote_record
 
 
@@ -61,35 +57,6 @@ def test_binary_mode_headers_are_ce_prefixed_with_content_type_for_datacontentty
     assert headers["content-type"] == b"application/json"
     assert headers["ce_sessionepoch"] == b"1"
     assert "ce_datacontenttype" not in headers
-
-
-def _quote(ctx: EnvelopeContext, conid: int, n: int) -> Record:
-    event = Quote(conid=conid, conid_ex=None, updated_ms=n, server_id=None, snapshot=False,
-                  changed=("31",), values={"31": str(n)})  # fmt: skip
-    return encode(event, Route("md", str(conid).encode()), ctx, received_ns=n)
-
-
-def _execution(ctx: EnvelopeContext, n: int) -> Record:
-    event = Execution(execution_id=f"e.{n}", account="U1", order_id=n, reconciled=False, conid=8314,
-                      side="S", size=1.0, price=2.5, trade_time_ms=n)  # fmt: skip
-    return encode(event, Route("ex", b"U1"), ctx, received_ns=n)
-
-
-def test_cached_headers_equal_the_plain_ones_across_types_sessions_and_replayed_records() -> None:
-    ctx = EnvelopeContext(source="urn:a", session_epoch=1)
-    records = [_quote(ctx, 265598, 1), _execution(ctx, 2), _quote(ctx, 8314, 3)]
-    ctx.session_epoch = 2
-    records += [_quote(ctx, 265598, 4), _execution(ctx, 5)]
-    records += [decode_record(encode_record(r)) for r in records]  # spool replay: fresh, equal pairs
-    market = records[0].event_class
-    records.append(Record("md", b"k", b"{}", (("id", "x"), ("time", "t")), market, "t"))  # other shapes
-    records.append(Record("md", b"k", b"{}", (*records[0].attributes, ("extra", 7)), market, "t"))
-    headers = BinaryHeaders()
-    for _ in range(2):  # cold, then cached
-        for record in records:
-            assert headers(record.attributes) == binary_headers(record.attributes)
-    assert [dict(headers(r.attributes))["ce_sessionepoch"] for r in records[:5]] == [b"1"] * 3 + [b"2"] * 2
-    assert dict(headers(records[1].attributes))["ce_type"] == Execution.TYPE.encode()
 
 
 @pytest.mark.parametrize(
