@@ -21,7 +21,7 @@ from aiohttp import web
 
 from bridge.admin import build_admin_app, start_admin
 from bridge.backoff import BackoffPolicy
-from bridge.codec import EnvelopeContext, encode
+from bridge.codec import EnvelopeContext, encode, encode_quote
 from bridge.config import Settings, secret
 from bridge.delivery.buffer import DeliveryBuffer
 from bridge.delivery.spool import Spool
@@ -92,26 +92,17 @@ _TOPIC_OF: dict[type[Event], str] = {
 class MeteredNormalizer(Normalizer):
     """The normalizer, counting frames, bytes and events.
 
-    Quote frames, the bulk of the traffic, are tallied here and added to the metrics once per
-    batch by :meth:`flush_metrics` (the bridge calls it for every batch of events it takes);
-    every other frame is counted as it is normalized.
+    Market-data frames, the bulk of the traffic, are tallied by the normalizer itself and added
+    to the metrics once per batch by :meth:`flush_metrics` (the bridge calls it for every batch
+    of events it takes); every other frame is counted as it is normalized.
     """
 
     def __init__(self, metrics: BridgeMetrics) -> None:
         super().__init__()
         self._metrics = metrics
-        self._quote_frames = 0
-        self._quote_bytes = 0
-        self._quote_ns = 0
 
-    def normalize(self, data: bytes | str, received_ns: int) -> list[Event]:
-        events = super().normalize(data, received_ns)
+    def _tally_frame(self, events: list[Event], data: bytes | str, received_ns: int) -> None:
         first = events[0]
-        if type(first) is Quote and len(events) == 1:
-            self._quote_frames += 1
-            self._quote_bytes += len(data)
-            self._quote_ns = received_ns
-            return events
         topic = _TOPIC_OF.get(type(first))
         if topic is None:
             topic = first.topic if isinstance(first, Control) and first.topic else "control"
@@ -121,15 +112,18 @@ class MeteredNormalizer(Normalizer):
             if type(event) is DeadLetter:
                 self._metrics.normalize_failed(topic)
                 self._metrics.dead_lettered("frame")
-        return events
 
     def flush_metrics(self) -> None:
-        """Add the quote frames tallied since the last call to the metrics."""
-        frames = self._quote_frames
+        """Add the market-data frames tallied since the last call to the metrics."""
+        frames = self.md_frames
         if frames:
-            self._metrics.frames_received("smd", frames, self._quote_bytes, self._quote_ns / 1e9)
-            self._metrics.events_normalized(Quote.TYPE, frames)
-            self._quote_frames = self._quote_bytes = 0
+            unchanged = self.md_unchanged_frames
+            self._metrics.frames_received("smd", frames, self.md_bytes, self.md_received_ns / 1e9)
+            if frames > unchanged:
+                self._metrics.events_normalized(Quote.TYPE, frames - unchanged)
+            if unchanged:
+                self._metrics.events_normalized(Control.TYPE, unchanged)
+            self.md_frames = self.md_bytes = self.md_unchanged_frames = 0
 
 
 def kafka_options(settings: Settings) -> KafkaSinkOptions:
@@ -288,8 +282,14 @@ class Bridge:
     async def on_events(self, events: Sequence[Event], received_ns: int) -> None:
         self._last_frame_ns = received_ns
         self.normalizer.flush_metrics()
-        route, envelope, records = self.router.route, self.envelope, []
+        router, envelope, records = self.router, self.envelope, []
+        route, quote_route = router.route, router.quote_route
         for event in events:
+            if type(event) is Quote:  # the bulk of the traffic: no side effect here, one encoder
+                destination = quote_route(event)
+                if destination is not None:
+                    records.append(encode_quote(event, destination, envelope, received_ns))
+                continue
             if type(event) is Lifecycle:
                 self._lifecycle(event)
             elif type(event) is AuthStatus and event.competing is not None:

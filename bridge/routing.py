@@ -116,6 +116,7 @@ class Router:
             DeadLetter: _dead_letter_key,
         }
         self._plans: dict[type[Event], _Plan] = {}
+        self._quote_routes: dict[int, Route] = {}
 
     def destination_of(self, family: str) -> str:
         """The destination of a family whose name does not depend on the key (e.g. ``dlq``)."""
@@ -153,6 +154,18 @@ class Router:
             if len(cache) >= _ROUTE_CACHE_MAX:
                 cache.clear()
             cache[key] = route
+        return route
+
+    def quote_route(self, quote: Quote) -> Route | None:
+        """``route(quote)`` for the bulk of the traffic, cached by conid: no key text is built
+        per quote. Combos (conid 0, keyed by their conidEx) take the general path."""
+        route = self._quote_routes.get(quote.conid)
+        if route is None:
+            route = self.route(quote)
+            if route is not None and quote.conid:
+                if len(self._quote_routes) >= _ROUTE_CACHE_MAX:
+                    self._quote_routes.clear()
+                self._quote_routes[quote.conid] = route
         return route
 
     def _plan(self, cls: type[Event]) -> _Plan:

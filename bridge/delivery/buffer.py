@@ -83,6 +83,20 @@ class MarketDataQueue:
         self._slots.append(slot)
         self._latest[key] = slot
 
+    def put_many(self, records: Iterable[Record]) -> None:
+        """``put`` each record, in order; while there is room, without a call per record."""
+        slots, latest = self._slots, self._latest
+        room = self.max_events - len(slots)
+        for record in records:
+            if room <= 0:  # backlogged: conflation (which may replace the deque) is put's job
+                self.put(record)
+                continue
+            room -= 1
+            key = (record.destination, record.key)
+            slot = _Slot(key, record)
+            slots.append(slot)
+            latest[key] = slot
+
     def _conflate(self, key: _ConflationKey, record: Record) -> bool:
         """Backlogged: merge into the waiting slot; True when ``record`` still needs a new slot."""
         waiting = self._latest.get(key)
@@ -119,9 +133,15 @@ class MarketDataQueue:
         self._observer.conflated(EventClass.MARKET_DATA, count)
 
     def take(self, max_events: int) -> list[Record]:
-        taken: list[Record] = []
         slots, latest = self._slots, self._latest
-        while slots and len(taken) < max_events:
+        taken: list[Record]
+        if max_events >= len(slots):  # everything (the publisher keeps pace): no per-slot upkeep
+            taken = [slot.record for slot in slots]
+            slots.clear()
+            latest.clear()  # every slot it points to was in the queue
+            return taken
+        taken = []
+        for _ in range(max_events):
             slot = slots.popleft()
             if latest.get(slot.key) is slot:
                 del latest[slot.key]
@@ -191,13 +211,17 @@ class DeliveryBuffer:
 
     def put_many(self, records: Iterable[Record]) -> None:
         """``put`` each record, in order (the publisher is woken once, after the last)."""
-        market, put_market, put_critical = EventClass.MARKET_DATA, self.market.put, self._put_critical
+        market_class, put_critical = EventClass.MARKET_DATA, self._put_critical
+        market: list[Record] = []
         accepted = False
         for record in records:
-            if record.event_class is market:
-                put_market(record)
+            if record.event_class is market_class:
+                market.append(record)
             else:
                 put_critical(record)
+                accepted = True
+        if market:
+            self.market.put_many(market)
             accepted = True
         if accepted:
             self._pending.set()

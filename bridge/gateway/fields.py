@@ -12,9 +12,10 @@ that cannot be parsed is worse than one whose prefix we tolerate).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from bridge.events import MarketDataAvailability
+from bridge.events import MarketDataAvailability, Scalar
 
 
 class Kind(enum.Enum):
@@ -143,17 +144,28 @@ _TIMELINE = {
 
 
 def decode_availability(code: Any) -> MarketDataAvailability | None:
-    """Field 6509: char 1 timeline, char 2 ``P`` snapshot / ``p`` consolidated, char 3 ``B`` book."""
+    """Field 6509: char 1 timeline, char 2 ``P`` snapshot / ``p`` consolidated, char 3 ``B`` book.
+
+    One shared (immutable) object per code, so every conid on the same feed carries the same
+    object and the codec serializes it once."""
     if not isinstance(code, str) or not code:
         return None
-    second = code[1] if len(code) > 1 else ""
-    return MarketDataAvailability(
-        code=code,
-        timeline=_TIMELINE.get(code[0]),
-        snapshot_available=(second == "P") if second else None,
-        consolidated=(second == "p") if second else None,
-        top_of_book=(code[2] == "B") if len(code) > 2 else None,
-    )
+    decoded = _AVAILABILITY.get(code)
+    if decoded is None:
+        second = code[1] if len(code) > 1 else ""
+        decoded = MarketDataAvailability(
+            code=code,
+            timeline=_TIMELINE.get(code[0]),
+            snapshot_available=(second == "P") if second else None,
+            consolidated=(second == "p") if second else None,
+            top_of_book=(code[2] == "B") if len(code) > 2 else None,
+        )
+        if len(_AVAILABILITY) < 1024:  # the real codes are a handful; junk is not kept
+            _AVAILABILITY[code] = decoded
+    return decoded
+
+
+_AVAILABILITY: dict[str, MarketDataAvailability] = {}
 
 
 P, N, INT, T, F = Kind.PRICE, Kind.NUMBER, Kind.INT, Kind.TEXT, Kind.FLAG01
@@ -282,6 +294,59 @@ FIELD_ID_BY_NAME: dict[str, str] = {name: fid for fid, (name, _) in MARKET_DATA_
 DEFAULT_MARKET_DATA_FIELDS: tuple[str, ...] = (
     "31", "84", "85", "86", "88", "7059", "87", "7762", "70", "71", "7295", "7741", "82", "83", "6509",
 )  # fmt: skip
+
+
+class ParseCache(dict[str, Scalar]):
+    """Gateway string -> parsed value, for one kind of field: ``cache[raw]`` parses a string
+    once, then it is a dict hit (most prices and sizes repeat, and a lookup costs a fraction of
+    a parser call). Only strings are kept, so ``1``, ``1.0`` and ``True`` never meet; a value
+    the parser refuses raises :class:`Unparsed` and is not kept."""
+
+    __slots__ = ("_parse",)
+    MAX_ENTRIES = 1 << 16  # then it starts again from empty: bounded memory, no eviction bookkeeping
+
+    def __init__(self, parse: Callable[[Any], Scalar]) -> None:
+        super().__init__()
+        self._parse = parse
+
+    def __missing__(self, raw: Any) -> Scalar:
+        value = self._parse(raw)
+        if type(raw) is str:
+            if len(self) >= self.MAX_ENTRIES:
+                self.clear()
+            self[raw] = value
+        return value
+
+
+def unprefixed(raw: Any) -> Any:
+    """A price without its C (prior close) / H (halted) prefix."""
+    return raw[1:] if type(raw) is str and raw and raw[0] in "CH" else raw
+
+
+def _price(raw: Any) -> float | None:
+    return to_float(unprefixed(raw))
+
+
+_PARSERS: dict[Kind, Callable[[Any], Scalar]] = {
+    Kind.PRICE: _price,
+    Kind.NUMBER: to_float,
+    Kind.INT: to_int,
+    Kind.TEXT: to_text,
+    Kind.FLAG01: to_bool,
+}
+PRICE, LAST_PRICE = 1, 2  # a price may carry a C/H prefix; on the last price (31) it sets the flags
+
+
+def quote_field_table(identity_keys: Iterable[str]) -> dict[str, Any]:
+    """For the normalizer's hot path, one lookup per frame key: field id -> (name, the
+    :class:`ParseCache` of its kind, 0 / PRICE / LAST_PRICE), or None for ``identity_keys``.
+    Each call makes new caches (one set per normalizer)."""
+    parsed = {kind: ParseCache(parse) for kind, parse in _PARSERS.items()}
+    fields = {
+        fid: (name, parsed[kind], (LAST_PRICE if fid == "31" else PRICE) if kind is Kind.PRICE else 0)
+        for fid, (name, kind) in MARKET_DATA_FIELDS.items()
+    }
+    return {**fields, **dict.fromkeys(identity_keys)}
 
 
 def json_type_of(kind: Kind) -> list[str]:

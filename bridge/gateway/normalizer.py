@@ -30,14 +30,13 @@ from bridge.events import (
 from bridge.gateway import session_frames, wire
 from bridge.gateway.account import AccountState
 from bridge.gateway.fields import (
-    MARKET_DATA_FIELDS,
-    Kind,
+    LAST_PRICE,
     Unparsed,
     decode_availability,
-    to_bool,
-    to_float,
+    quote_field_table,
     to_int,
     to_text,
+    unprefixed,
 )
 from bridge.gateway.history import book_ladder, historical_bars
 from bridge.gateway.session_frames import as_object as _object
@@ -80,6 +79,12 @@ class Normalizer:
         self._accounts = AccountState()
         self._last_tic: Any = None
         self.repaired_utf8_frames = 0
+        # smd frames normalized the fast way, tallied for a metering caller (see _tally_frame)
+        self.md_frames = 0
+        self.md_bytes = 0
+        self.md_unchanged_frames = 0  # of md_frames, those that yielded a Control (nothing changed)
+        self.md_received_ns = 0  # when the last of them arrived
+        self._quote_keys = quote_field_table(_QUOTE_IDENTITY)
         self._handlers: dict[wire.FrameKind, Callable[[dict[str, Any]], list[Event]]] = {
             wire.FrameKind.ERROR: session_frames.error,
             wire.FrameKind.CONTROL: session_frames.control,
@@ -113,20 +118,38 @@ class Normalizer:
         except orjson.JSONDecodeError:
             obj = None
         if type(obj) is not dict:
-            return self._slow_decode(data, received_ns)
+            events = self._slow_decode(data, received_ns)
+            self._tally_frame(events, data, received_ns)
+            return events
         try:
             # Fast path for data topics (reference §1.5 precedence: an error key comes first).
             topic_name = obj.get("topic")
+            topic = None
             if type(topic_name) is str and "error" not in obj:
                 topic = _TOPICS.get(topic_name) or wire.parse_topic(topic_name)
-                if topic is not None:
-                    if topic.channel == "md":
-                        return [self._quote(topic, obj)]
-                    events = self._data(topic, obj, data, received_ns)
-                    return events or [Control(ControlKind.UNCHANGED, topic_name)]
-            return self._classified(obj, data, received_ns)
+            if topic is None:
+                events = self._classified(obj, data, received_ns)
+            elif topic.channel == "md":
+                event = self._quote(topic, obj)
+                # Market data, the bulk of the traffic, is only tallied here (a few stores rather
+                # than a hook call per frame); a metering caller reads the tallies once per batch.
+                self.md_frames += 1
+                self.md_bytes += len(data)
+                self.md_received_ns = received_ns
+                if type(event) is not Quote:
+                    self.md_unchanged_frames += 1
+                return [event]
+            else:
+                events = self._data(topic, obj, data, received_ns)
+                events = events or [Control(ControlKind.UNCHANGED, topic_name)]
         except Exception as exc:  # noqa: BLE001 - the normalizer never raises: anything unforeseen is a dead letter
-            return [self._dead(data, received_ns, "uninterpretable", repr(exc), obj.get("topic"))]
+            events = [self._dead(data, received_ns, "uninterpretable", repr(exc), obj.get("topic"))]
+        self._tally_frame(events, data, received_ns)
+        return events
+
+    def _tally_frame(self, events: list[Event], data: bytes | str, received_ns: int) -> None:
+        """Every frame passes here (a metering subclass counts it) except the smd frames of the
+        fast path, which are only tallied in ``md_frames``, ``md_bytes`` and ``md_unchanged_frames``."""
 
     def _slow_decode(self, data: bytes | str, received_ns: int) -> list[Event]:
         if data == b"ech+hb" or data == "ech+hb":
@@ -257,34 +280,31 @@ class Normalizer:
             dict(state.extra) if state.extra else {},
         )
 
-    @staticmethod
-    def _merge_quote(state: _QuoteState, obj: dict[str, Any]) -> list[str]:
+    def _merge_quote(self, state: _QuoteState, obj: dict[str, Any]) -> list[str]:
         changed: list[str] = []
-        values = state.values
-        spec_of, missing, current = QUOTE_KEYS.get, _MISSING, values.get
+        values, extra = state.values, state.extra
+        spec_of, missing, current = self._quote_keys.get, _MISSING, values.get
         for key, raw in obj.items():
             spec = spec_of(key, missing)
             if spec is None:  # identity keys, handled below
                 continue
             if spec is missing:
-                if state.extra.get(key, missing) != raw:
-                    state.extra[key] = raw
+                if extra.get(key, missing) != raw:
+                    extra[key] = raw
                     changed.append(key)
                 continue
-            name, parse, prefixed = spec
-            if prefixed:
-                if type(raw) is str and raw and raw[0] in "CH":
-                    prefix, raw = raw[0], raw[1:]
-                else:
-                    prefix = ""
-                if prefixed == _LAST:
-                    Normalizer._last_flags(state, prefix, changed)
+            name, parsed, prefixed = spec
+            if prefixed == LAST_PRICE:
+                prefix = raw[0] if type(raw) is str and raw and raw[0] in "CH" else ""
+                Normalizer._last_flags(state, prefix, changed)
             try:
-                value = parse(raw)
-            except Unparsed:
+                value = parsed[raw]
+            except (Unparsed, TypeError):  # TypeError: a list or an object, which no kind accepts
                 value = None
-                if state.extra.get(key, missing) != raw:
-                    state.extra[key] = raw
+                if prefixed:
+                    raw = unprefixed(raw)
+                if extra.get(key, missing) != raw:
+                    extra[key] = raw
                     changed.append(key)
             if current(name, missing) != value:
                 values[name] = value
@@ -332,21 +352,6 @@ class Normalizer:
 
 _MISSING = object()
 _TOPICS = wire.TOPIC_CACHE
-_PARSERS: dict[Kind, Callable[[Any], Scalar]] = {
-    Kind.PRICE: to_float,
-    Kind.NUMBER: to_float,
-    Kind.INT: to_int,
-    Kind.TEXT: to_text,
-    Kind.FLAG01: to_bool,
-}
-_PRICE, _LAST = 1, 2  # a price may carry a C/H prefix; on the last price (31) it sets the flags
-# field id -> (name, parser, 0 / _PRICE / _LAST), precomputed for the hot path
-QUOTE_FIELDS: dict[str, tuple[str, Callable[[Any], Scalar], int]] = {
-    fid: (name, _PARSERS[kind], (_LAST if fid == "31" else _PRICE) if kind is Kind.PRICE else 0)
-    for fid, (name, kind) in MARKET_DATA_FIELDS.items()
-}
-# one lookup per frame key: a field spec, or None for the identity keys handled after the loop
-QUOTE_KEYS: dict[str, Any] = {**QUOTE_FIELDS, **dict.fromkeys(_QUOTE_IDENTITY)}
 
 
 _QUOTE_SLOTS = ("conid", "conid_ex", "updated_ms", "server_id", "snapshot", "changed", "values", "revision",

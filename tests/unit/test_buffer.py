@@ -282,3 +282,32 @@ def test_critical_records_put_after_close_go_straight_to_the_spool(tmp_path: Pat
     buffer.close()
     buffer.put(order(7))
     assert [r.id for r in drain(DeliveryBuffer(spool=Spool(tmp_path, max_bytes=1 << 20)))] == ["order-7"]
+
+
+def test_put_many_conflates_exactly_like_put_one_by_one_across_the_bound() -> None:
+    records = [quote(conid, ms) for ms in range(1, 40) for conid in (1, 2, 3, 1 + ms % 5)]
+    one_by_one, many = MarketDataQueue(7), MarketDataQueue(7)
+    for record in records:
+        one_by_one.put(record)
+    many.put_many(records[:5])
+    many.put_many(records[5:])
+    assert many.take(100) == one_by_one.take(100)
+    assert many.conflated_events == one_by_one.conflated_events > 0
+    assert many.dropped_events == one_by_one.dropped_events
+
+
+def test_taking_everything_forgets_the_keys_so_later_records_get_new_slots() -> None:
+    queue = MarketDataQueue(2)
+    queue.put_many([quote(1, 1), quote(2, 1)])
+    assert [r.updated_ms for r in queue.take(10)] == [1, 1]
+    queue.put_many([quote(1, 2), quote(1, 3), quote(2, 2)])  # full again: conflates, nothing stale
+    assert [(r.key, r.updated_ms) for r in queue.take(10)] == [(b"1", 3), (b"2", 2)]
+    assert len(queue) == 0 and queue.take(10) == []
+
+
+def test_a_partial_take_leaves_the_rest_conflatable() -> None:
+    queue = MarketDataQueue(3)
+    queue.put_many([quote(1, 1), quote(2, 1), quote(3, 1)])
+    assert [r.key for r in queue.take(1)] == [b"1"]
+    queue.put_many([quote(2, 2), quote(4, 1), quote(4, 2)])  # compacts: each key at its last position
+    assert [(r.key, r.updated_ms) for r in queue.take(10)] == [(b"3", 1), (b"2", 2), (b"4", 2)]

@@ -103,3 +103,41 @@ def test_the_fast_quote_encoding_is_byte_for_byte_the_generic_one() -> None:
         event = quote(availability=availability, extra={"99999": "x"}, changed=("bid", "ask"), revision=2)
         record = encode(event, Router().route(event), EnvelopeContext(), NOW_NS)  # type: ignore[arg-type]
         assert record.data == orjson.dumps(event)
+
+
+def test_quote_ids_from_the_fast_encoder_match_the_generic_id_rules() -> None:
+    from bridge.codec import encode_quote, event_id
+
+    router, ctx = Router(), EnvelopeContext()
+    for event in (quote(), quote(revision=3), quote(snapshot=True), quote(revision=2, snapshot=True),
+                  quote(updated_ms=None), quote(conid=0, conid_ex="0;;;265598/1,8314/-1")):  # fmt: skip
+        route = router.quote_route(event)
+        assert route is not None and route == router.route(event)
+        record = encode_quote(event, route, ctx, NOW_NS)
+        assert record.id == event_id(event, 0)
+        assert record.data == orjson.dumps(event)
+    event = quote(revision=3, snapshot=True)
+    assert encode_quote(event, router.quote_route(event), ctx, NOW_NS).id == "265598:1777552110061:3:s"  # type: ignore[arg-type]
+
+
+def test_quotes_alternating_between_availabilities_each_carry_their_own() -> None:
+    from bridge.events import MarketDataAvailability
+    from bridge.gateway.fields import decode_availability
+
+    realtime, delayed = decode_availability("RpB"), decode_availability("DPB")
+    assert realtime is decode_availability("RpB") and realtime != delayed
+    other = MarketDataAvailability("RpB", "realtime", False, True, True)  # equal, but another object
+    router, ctx = Router(), EnvelopeContext()
+    for availability in (realtime, delayed, None, realtime, other, None, delayed):
+        event = quote(availability=availability)
+        record = encode(event, router.route(event), ctx, NOW_NS)  # type: ignore[arg-type]
+        assert record.data == orjson.dumps(event)
+
+
+def test_combo_quotes_with_conid_zero_keep_their_own_routes_on_the_fast_path() -> None:
+    router = Router()
+    first = router.quote_route(quote(conid=0, conid_ex="0;;;265598/1,8314/-1"))
+    second = router.quote_route(quote(conid=0, conid_ex="0;;;265598/1,8314/+1"))
+    plain = router.quote_route(quote(conid=8314, conid_ex="8314"))
+    assert first is not None and second is not None and plain is not None
+    assert (first.key, second.key, plain.key) == (b"0;;;265598/1,8314/-1", b"0;;;265598/1,8314/+1", b"8314")

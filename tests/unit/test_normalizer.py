@@ -313,3 +313,49 @@ def test_a_reconciliation_row_older_than_live_frames_never_moves_an_order_back()
     assert n.reconcile_order({"acct": "A", "orderId": 1, "status": "Submitted", "filledQuantity": 2.0}) is None
     assert n.reconcile_order({"acct": "A", "orderId": 1, "status": "PreSubmitted"}) is None
     assert n.reconcile_order({"acct": "B", "orderId": 2, "status": "Submitted"}) is not None  # unknown: published
+
+
+def test_a_prefixed_price_parsed_once_is_not_reused_for_a_number_field() -> None:
+    n = Normalizer()
+    first, second = run(n, smd(**{"84": "C10.5"}), smd(updated=2, **{"85": "C10.5"}))
+    assert isinstance(first, Quote) and isinstance(second, Quote)
+    assert first.values["bid"] == 10.5
+    assert second.values["ask_size"] is None and second.extra["85"] == "C10.5"
+
+
+def test_repeated_values_parse_the_same_and_true_is_never_taken_for_one() -> None:
+    n = Normalizer()
+    events = run(n, smd(**{"85": "1", "84": "1,234.50"}), smd(updated=2, **{"85": True, "84": "1"}),
+                 smd(updated=3, **{"85": "1", "84": "1,234.50"}))  # fmt: skip
+    first, second, third = only(events, Quote)
+    assert isinstance(first, Quote) and isinstance(second, Quote) and isinstance(third, Quote)
+    assert first.values["ask_size"] == 1.0 and first.values["bid"] == 1234.5
+    assert second.values["ask_size"] is None and second.extra["85"] is True and second.values["bid"] == 1.0
+    assert third.values == first.values
+
+
+def test_a_list_or_object_value_is_kept_raw() -> None:
+    (quote,) = run(Normalizer(), smd(**{"84": [1], "31": {"a": 1}, "86": "2"}))
+    assert isinstance(quote, Quote)
+    assert quote.values["bid"] is None and quote.extra["84"] == [1]
+    assert quote.values["last"] is None and quote.extra["31"] == {"a": 1}
+    assert quote.values["ask"] == 2.0
+
+
+def test_the_parse_cache_stays_bounded_and_correct_when_it_starts_over(monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from bridge.gateway.fields import ParseCache
+
+    monkeypatch.setattr(ParseCache, "MAX_ENTRIES", 4)
+    n = Normalizer()
+    events = run(n, *(smd(updated=i, **{"84": f"{i}.25"}) for i in range(1, 20)))
+    assert [e.values["bid"] for e in only(events, Quote)] == [i + 0.25 for i in range(1, 20)]  # type: ignore[attr-defined]
+    assert all(len(spec[1]) <= 4 for spec in n._quote_keys.values() if spec is not None)
+
+
+def test_market_data_frames_are_tallied_for_a_metering_caller_and_other_frames_are_not() -> None:
+    n = Normalizer()
+    frames = [orjson.dumps(smd(**{"31": "1"})), orjson.dumps(smd(**{"31": "1"})),
+              orjson.dumps({"topic": "system", "hb": 1})]  # fmt: skip
+    run(n, *frames)
+    assert n.md_frames == 2 and n.md_unchanged_frames == 1
+    assert n.md_bytes == len(frames[0]) + len(frames[1]) and n.md_received_ns == NOW_NS
