@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge.app import Bridge
+from bridge.app import GC_THRESHOLDS, Bridge
 from bridge.config import load_settings
 from bridge.sim.server import GatewaySimulator
 from bridge.sinks.memory import MemorySink
@@ -179,3 +180,14 @@ async def test_every_metric_the_dashboards_and_alerts_use_is_scraped_from_a_runn
     expressions = {**dashboard_expressions(load_dashboard()), **alert_expressions()}
     missing = undefined_metrics(expressions, frozenset(scraped))
     assert not missing, f"dashboard/alert expressions use metrics the running bridge does not export: {missing}"
+
+
+async def test_collector_runs_rarely_while_serving_and_is_restored_after(sim: GatewaySimulator, tmp_path: Path) -> None:
+    before = gc.get_threshold()
+    bridge = Bridge(settings_for(sim, tmp_path), sink=MemorySink())
+    task = asyncio.create_task(bridge.run())
+    await eventually(lambda: bridge.connection.ready)
+    assert gc.get_threshold() == GC_THRESHOLDS != before
+    bridge.stop()
+    await asyncio.wait_for(task, timeout=15)
+    assert gc.get_threshold() == before
