@@ -60,22 +60,35 @@ class _Slot:
 
 
 class MarketDataQueue:
-    """Arrival-ordered market data, conflated per (destination, key) once full."""
+    """Arrival-ordered market data, conflated per (destination, key) once full.
+
+    The per-key index that conflation needs is only kept while it may be needed: below
+    ``max_events`` records wait as they are (no slot, no key, no dict entry each); the first
+    record that finds the queue full indexes it, and a take that brings it to half full or
+    less drops the index again.
+    """
 
     def __init__(self, max_events: int, observer: DeliveryObserver = NULL_OBSERVER) -> None:
         if max_events < 1:
             raise ValueError("max_events must be at least 1")
         self.max_events = max_events
         self._observer = observer
-        self._slots: deque[_Slot] = deque()
+        self._records: deque[Record] = deque()  # while not indexed
+        self._slots: deque[_Slot] = deque()  # while indexed
         self._latest: dict[_ConflationKey, _Slot] = {}
+        self._indexed = False
         self.conflated_events = 0
         self.dropped_events = 0
 
     def __len__(self) -> int:
-        return len(self._slots)
+        return len(self._slots) if self._indexed else len(self._records)
 
     def put(self, record: Record) -> None:
+        if not self._indexed:
+            if len(self._records) < self.max_events:
+                self._records.append(record)
+                return
+            self._index()
         key = (record.destination, record.key)
         if len(self._slots) >= self.max_events and not self._conflate(key, record):
             return
@@ -85,17 +98,29 @@ class MarketDataQueue:
 
     def put_many(self, records: Iterable[Record]) -> None:
         """``put`` each record, in order; while there is room, without a call per record."""
-        slots, latest = self._slots, self._latest
-        room = self.max_events - len(slots)
-        for record in records:
-            if room <= 0:  # backlogged: conflation (which may replace the deque) is put's job
-                self.put(record)
-                continue
-            room -= 1
-            key = (record.destination, record.key)
-            slot = _Slot(key, record)
-            slots.append(slot)
-            latest[key] = slot
+        if not self._indexed:
+            records = records if isinstance(records, list) else list(records)
+            room = self.max_events - len(self._records)
+            if len(records) <= room:
+                self._records.extend(records)
+                return
+            self._records.extend(records[:room])
+            records = records[room:]
+        for record in records:  # indexed (or about to be): conflation is put's job
+            self.put(record)
+
+    def _index(self) -> None:
+        """Give every waiting record its slot and remember each key's last one."""
+        self._slots = deque(_Slot((record.destination, record.key), record) for record in self._records)
+        self._records = deque()
+        self._latest = {slot.key: slot for slot in self._slots}
+        self._indexed = True
+
+    def _unindex(self) -> None:
+        self._records = deque(slot.record for slot in self._slots)
+        self._slots = deque()
+        self._latest = {}
+        self._indexed = False
 
     def _conflate(self, key: _ConflationKey, record: Record) -> bool:
         """Backlogged: merge into the waiting slot; True when ``record`` still needs a new slot."""
@@ -133,12 +158,20 @@ class MarketDataQueue:
         self._observer.conflated(EventClass.MARKET_DATA, count)
 
     def take(self, max_events: int) -> list[Record]:
+        if not self._indexed:
+            records = self._records
+            if max_events >= len(records):
+                everything = list(records)
+                records.clear()
+                return everything
+            popleft = records.popleft
+            return [popleft() for _ in range(max_events)]
         slots, latest = self._slots, self._latest
         taken: list[Record]
         if max_events >= len(slots):  # everything (the publisher keeps pace): no per-slot upkeep
             taken = [slot.record for slot in slots]
             slots.clear()
-            latest.clear()  # every slot it points to was in the queue
+            self._unindex()
             return taken
         taken = []
         for _ in range(max_events):
@@ -146,6 +179,8 @@ class MarketDataQueue:
             if latest.get(slot.key) is slot:
                 del latest[slot.key]
             taken.append(slot.record)
+        if len(slots) <= self.max_events // 2:
+            self._unindex()
         return taken
 
 

@@ -332,6 +332,7 @@ class KafkaSink:
         maps = self._partition_maps(counts)
         open_parts: dict[str, list[_PartitionBatch | None]] = {t: [None] * n for t, n in counts.items()}
         structured, section_of = self._structured, self._header_section
+        enveloped = section_of.enveloped
         codec, batch_bytes = self._options.compression, self._options.max_batch_bytes
         timestamp_ms = time.time_ns() // 1_000_000  # CreateTime of every record of this publish
         gate = self._options.max_record_bytes - _HEADER_ALLOWANCE_BYTES
@@ -348,6 +349,8 @@ class KafkaSink:
                 partition = by_key[key] = default_partition(key, counts[topic])
             if structured:
                 value, headers = record.structured(), _STRUCTURED_SECTION
+            elif (head := record.envelope_head) is not None:
+                value, headers = record.data, enveloped(head, record.envelope_tail)  # type: ignore[arg-type]
             else:
                 value, headers = record.data, section_of(record.attributes)
             if len(value) + len(key) > gate:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bridge.sinks.base import EnvelopeTail, envelope_attributes
 from bridge.sinks.kafka_batch import encode_headers, varint
 
 Attribute = tuple[str, str | int]
@@ -88,6 +89,29 @@ class BinaryHeaderSection:
             + [names[n] + varint(len(v)) + v for (n, _), v in zip(tail, values, strict=True)]
         )
 
+    def enveloped(self, head: tuple[Attribute, ...], tail: EnvelopeTail) -> bytes:
+        """``self(head + id, time, subject, sequence pairs with tail's values)`` without that tuple:
+        a codec record's headers (:meth:`bridge.sinks.base.Record.enveloped`)."""
+        if len(head) != _CONSTANT_ATTRIBUTES:
+            return self(envelope_attributes(head, tail))
+        entry = self._prefixes.get(id(head[-1]))
+        if entry is None or (entry[0] is not head and entry[0] != head):
+            entry = self._remember(head)
+        event_id, time, subject, sequence = tail
+        ib, tb, sb = event_id.encode(), time.encode(), subject.encode()
+        nb = b"%d" % sequence
+        small = _SMALL_VARINTS
+        try:
+            return b"".join((
+                _TEN_HEADERS, entry[1], _ID_NAME, small[len(ib)], ib, _TIME_NAME, small[len(tb)], tb,
+                _SUBJECT_NAME, small[len(sb)], sb, _SEQUENCE_NAME, small[len(nb)], nb,
+            ))  # fmt: skip
+        except IndexError:  # a value of 128 bytes or more
+            return b"".join((
+                _TEN_HEADERS, entry[1], _ID_NAME, varint(len(ib)), ib, _TIME_NAME, varint(len(tb)), tb,
+                _SUBJECT_NAME, varint(len(sb)), sb, _SEQUENCE_NAME, varint(len(nb)), nb,
+            ))  # fmt: skip
+
     def _remember(self, head: tuple[Attribute, ...]) -> tuple[tuple[Attribute, ...], bytes]:
         if len(self._prefixes) >= _PREFIX_CACHE_ENTRIES:
             self._prefixes.clear()
@@ -98,3 +122,8 @@ class BinaryHeaderSection:
 
 def _length_prefixed(data: bytes) -> bytes:
     return varint(len(data)) + data
+
+
+_ID_NAME, _TIME_NAME, _SUBJECT_NAME, _SEQUENCE_NAME = (
+    _length_prefixed(_header_name(name).encode()) for name in ("id", "time", "subject", "sequence")
+)

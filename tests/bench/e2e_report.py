@@ -9,7 +9,7 @@ KEYS = ("frames_per_s", "cpu_s_per_100k", "frames_per_cpu_s", "cpu_percent", "p5
         "max_ms", "peak_rss_mb")  # fmt: skip
 # contender -> name of the bridge's ratio to it; ``bare/kafka`` is the ceiling reference (perf-limits §5)
 BASELINES = {"tutorial": "bridge/baseline", "ibind": "bridge/ibind", "bare/kafka": "bridge/bare"}
-TARGETS = {"bridge/bare": {"frames_per_s": 2 / 3}}  # the issue's target: the bridge at >= 2/3 of bare
+TARGETS = {"bridge/bare": {"frames_per_s": 2 / 3}}  # the target: the bridge at >= 2/3 of the bare pipeline
 
 
 def _median(values: list[float | None]) -> float | None:

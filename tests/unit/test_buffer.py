@@ -311,3 +311,25 @@ def test_a_partial_take_leaves_the_rest_conflatable() -> None:
     assert [r.key for r in queue.take(1)] == [b"1"]
     queue.put_many([quote(2, 2), quote(4, 1), quote(4, 2)])  # compacts: each key at its last position
     assert [(r.key, r.updated_ms) for r in queue.take(10)] == [(b"3", 1), (b"2", 2), (b"4", 2)]
+
+
+def test_conflation_after_draining_to_half_full_and_filling_again_still_merges_every_waiting_key() -> None:
+    queue = MarketDataQueue(4)
+    queue.put_many(quote(conid, 1) for conid in (1, 2, 3, 4))  # any iterable
+    queue.put(quote(1, 2))  # full: conflates into the waiting key 1
+    assert [(r.key, r.updated_ms) for r in queue.take(2)] == [(b"1", 2), (b"2", 1)]  # half full now
+    queue.put_many([quote(3, 2), quote(5, 1), quote(3, 3), quote(4, 0)])  # full again from the 6th record
+    queue.put(quote(6, 1))  # a new key: compacts key 3 to its last slot, which holds its newest value
+    taken = [(r.key, r.updated_ms) for r in queue.take(10)]
+    assert taken == [(b"4", 1), (b"3", 3), (b"5", 1), (b"6", 1)]  # 4 never went back in time
+    assert queue.conflated_events == 4
+    assert queue.dropped_events == 0
+
+
+def test_a_partial_take_of_an_unconflated_queue_keeps_arrival_order_and_duplicate_keys() -> None:
+    queue = MarketDataQueue(100)
+    queue.put_many([quote(1, 1), quote(1, 2), quote(2, 1)])
+    assert [(r.key, r.updated_ms) for r in queue.take(2)] == [(b"1", 1), (b"1", 2)]
+    queue.put(quote(1, 3))
+    assert [(r.key, r.updated_ms) for r in queue.take(5)] == [(b"2", 1), (b"1", 3)]
+    assert queue.conflated_events == 0

@@ -12,7 +12,8 @@ from bridge.codec import EnvelopeContext, encode
 from bridge.delivery.spool_format import decode_record, encode_record
 from bridge.events import Execution, Quote
 from bridge.routing import Route
-from bridge.sinks.base import Record
+from bridge.sinks import kafka
+from bridge.sinks.base import Record, envelope_attributes
 from bridge.sinks.kafka_batch import Codec, RecordBatchBuilder, varint
 from bridge.sinks.kafka_headers import BinaryHeaderSection, binary_headers, header_section
 from tests.fixtures.brokers import order_record, quote_record
@@ -142,3 +143,43 @@ def test_varints_are_kafkas_zigzag_encoding(value: int) -> None:
 
     encoded = varint(value)
     assert decode_varint(bytearray(encoded), 0) == (value, len(encoded))
+
+
+def test_headers_from_envelope_head_and_tail_equal_those_of_the_full_attribute_tuple() -> None:
+    ctx = EnvelopeContext(source="urn:a", session_epoch=1)
+    records = [_quote(ctx, 265598, 1), _execution(ctx, 2)]
+    ctx.session_epoch = 2
+    records += [_quote(ctx, 8314, 3), _execution(ctx, 4)]
+    head, tail = records[0].envelope_head, records[0].envelope_tail
+    assert head is not None and tail is not None
+    shapes = [(r.envelope_head, r.envelope_tail) for r in records]
+    shapes.append((head, (tail[0], tail[1], "s" * 300, 2**40)))  # values past the one-byte lengths
+    shapes.append((head[:5], tail))  # a head the codec does not make
+    sections = BinaryHeaderSection()
+    sections(records[1].attributes)  # this type's head first cached from a full tuple (a slice of it)
+    for _ in range(2):  # cold, then cached
+        for shape_head, shape_tail in shapes:
+            assert shape_head is not None and shape_tail is not None
+            expected = header_section(binary_headers(envelope_attributes(shape_head, shape_tail)))
+            assert sections.enveloped(shape_head, shape_tail) == expected
+
+
+@pytest.mark.parametrize("header_mode", ["binary", "structured"])
+def test_the_plan_writes_the_same_batches_for_codec_records_and_copies_built_from_attributes(
+    header_mode: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kafka.time, "time_ns", lambda: TIMESTAMP_MS * 1_000_000)
+    ctx = EnvelopeContext()
+    records = [_quote(ctx, 265598 + n % 9, n) if n % 5 else _execution(ctx, n) for n in range(60)]
+    copies = [Record(r.destination, r.key, r.data, r.attributes, r.event_class, r.event_type, r.updated_ms)
+              for r in records]  # fmt: skip
+    assert copies[0].envelope_head is None
+
+    def planned(batch: list[Record]) -> list[tuple[str, int, list[int], bytes]]:
+        sink = kafka.KafkaSink(kafka.KafkaSinkOptions(header_mode=header_mode, max_batch_bytes=2_000))
+        plan = sink._plan(batch, {"md": 3, "ex": 2})
+        return [(p.topic, p.partition, p.indices, bytes(p.builder._build())) for p in plan]
+
+    ours = planned(records)
+    assert len(ours) > 5  # several partitions, some over more than one builder
+    assert ours == planned(copies)
