@@ -54,9 +54,10 @@ class BinaryHeaderSection:
 
     def __init__(self) -> None:
         self._prefixes: dict[int, tuple[tuple[Attribute, ...], bytes]] = {}
-        self._names: dict[str, bytes] = {}  # attribute -> its header name, length-prefixed
 
     def __call__(self, attributes: tuple[Attribute, ...]) -> bytes:
+        """Headers of a record built from its attributes (spool replay, tests); the codec's records
+        take :meth:`enveloped`, the hot path."""
         head = attributes[:_CONSTANT_ATTRIBUTES]
         if not head:
             return b"\x00"  # no headers
@@ -64,30 +65,12 @@ class BinaryHeaderSection:
         if entry is None or entry[0] != head:
             entry = self._remember(head)
         tail = attributes[_CONSTANT_ATTRIBUTES:]
-        names, small = self._names, _SMALL_VARINTS
-        if len(tail) == 4:  # id, time, subject, sequence: unrolled, twice as fast as a loop
-            (a, av), (b, bv), (c, cv), (d, dv) = tail
-            try:
-                ab = av.encode() if isinstance(av, str) else b"%d" % av
-                bb = bv.encode() if isinstance(bv, str) else b"%d" % bv
-                cb = cv.encode() if isinstance(cv, str) else b"%d" % cv
-                db = dv.encode() if isinstance(dv, str) else b"%d" % dv
-                return b"".join((
-                    _TEN_HEADERS, entry[1],
-                    names[a], small[len(ab)], ab, names[b], small[len(bb)], bb,
-                    names[c], small[len(cb)], cb, names[d], small[len(db)], db,
-                ))  # fmt: skip
-            except (KeyError, IndexError):  # a name not seen yet, or a value of 128 bytes or more
-                pass
-        if len(names) > _PREFIX_CACHE_ENTRIES:
-            names.clear()
-        for name, _ in tail:
-            names[name] = _length_prefixed(_header_name(name).encode())
         values = [v.encode() if isinstance(v, str) else b"%d" % v for _, v in tail]
         return b"".join(
             [varint(len(attributes)), entry[1]]
-            + [names[n] + varint(len(v)) + v for (n, _), v in zip(tail, values, strict=True)]
-        )
+            + [_length_prefixed(_header_name(n).encode()) + varint(len(v)) + v
+               for (n, _), v in zip(tail, values, strict=True)]
+        )  # fmt: skip
 
     def enveloped(self, head: tuple[Attribute, ...], tail: EnvelopeTail) -> bytes:
         """``self(head + id, time, subject, sequence pairs with tail's values)`` without that tuple:
