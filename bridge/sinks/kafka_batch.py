@@ -8,9 +8,14 @@ type are encoded once, see ``kafka_headers``), so a record costs a few table loo
 ``bytes.join`` at build time.
 
 The bytes are the ones aiokafka's ``DefaultRecordBatchBuilder`` writes for the same records and
-timestamp, compression included (``tests/unit/test_kafka_batch.py`` compares them byte for byte
-for every codec); the one difference is the timestamp: one per batch (taken when the batch is
-created) instead of one per appended record.
+timestamp (``tests/unit/test_kafka_batch.py`` compares them byte for byte for every codec but
+zstd), with two differences:
+
+- the timestamp: one per batch (taken when the batch is created) instead of one per appended record;
+- zstd: the same level (3, the broker's default) through one reused ``zstandard`` context instead
+  of aiokafka's ``cramjam.zstd.compress``, which sets up a new context on every call (about 18 µs,
+  most of the cost of a small batch: 4 to 16 times what compressing a few records takes). The frame
+  may differ in its bytes, not in what it decompresses to.
 
 :class:`RecordBatchBuilder` stands in for ``BatchBuilder`` in ``producer.send_batch()``: the
 accumulator and sender only call ``record_count``, ``closed``, ``close``, ``size``, ``append``,
@@ -33,10 +38,12 @@ compression, everything after RecordCount is the compressed concatenation of the
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from aiokafka.codec import gzip_encode, lz4_encode, snappy_encode, zstd_encode
+import zstandard
+from aiokafka.codec import gzip_encode, lz4_encode, snappy_encode
 from aiokafka.record.util import calc_crc32c
 
 Codec = Literal["none", "gzip", "lz4", "zstd", "snappy"]
@@ -48,11 +55,24 @@ _ATTRIBUTES_OFFSET = 21
 _MAGIC = 2
 _NO_PARTITION_LEADER_EPOCH = -1
 _CODEC_IDS: dict[str, int] = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+ZSTD_LEVEL = 3  # aiokafka's and the broker's default
+_zstd = threading.local()  # a compression context serves one call at a time: one per thread
+
+
+def zstd_encode(data: bytes) -> bytes:
+    """A zstd frame of ``data``, compressed with this thread's reused context."""
+    try:
+        compressor: zstandard.ZstdCompressor = _zstd.compressor
+    except AttributeError:
+        compressor = _zstd.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return compressor.compress(data)
+
+
 _COMPRESSORS: dict[int, Callable[[bytes], bytes]] = {
     1: gzip_encode,
     2: snappy_encode,
     3: lz4_encode,
-    4: zstd_encode,  # aiokafka's level (3, the broker's default): the same bytes as its builder
+    4: zstd_encode,
 }
 
 
