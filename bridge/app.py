@@ -9,6 +9,7 @@ The only module that names concrete sinks. Data flow:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import random
@@ -62,6 +63,7 @@ from bridge.sinks.kafka import KafkaSink, KafkaSinkOptions
 from bridge.sinks.memory import MemorySink
 from bridge.sinks.redis import RedisSink, RedisSinkOptions
 from bridge.sinks.stdout import StdoutSink
+from bridge.state import FinishedOrders, is_finished, tombstone
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +130,17 @@ class MeteredNormalizer(Normalizer):
             self.md_frames = self.md_bytes = self.md_unchanged_frames = 0
 
 
+def router_for(settings: Settings) -> Router:
+    state = [family for family, on in (("marketdata", settings.state.marketdata),
+                                       ("orders", settings.state.orders)) if on]  # fmt: skip
+    return Router(settings.destinations, settings.account_aliases, state_families=state)
+
+
 def kafka_options(settings: Settings) -> KafkaSinkOptions:
     k = settings.sink.kafka
-    destinations = sorted(set(Router(settings.destinations).static_destinations()))
+    router = router_for(settings)
+    state_topics = tuple(sorted(router.state_destinations().items()))
+    destinations = sorted({*router.static_destinations(), *(state for _, state in state_topics)})
     return KafkaSinkOptions(
         bootstrap_servers=settings.sink.kafka_bootstrap,
         client_id=k.client_id,
@@ -146,6 +156,7 @@ def kafka_options(settings: Settings) -> KafkaSinkOptions:
         tls=k.tls,
         tls_cafile=str(k.tls_cafile) if k.tls_cafile else None,
         create_topics=tuple(destinations) if k.create_topics else (),
+        state_topics=state_topics,
         topic_partitions=k.topic_partitions,
         topic_replication=k.topic_replication,
     )
@@ -160,6 +171,7 @@ def redis_options(settings: Settings) -> RedisSinkOptions:
         password=secret(r.password, r.password_file),
         maxlen=r.maxlen_events if retention_ms is None else None,
         retention_ms=retention_ms,
+        state_hashes=tuple(sorted(router_for(settings).state_destinations().items())),
     )
 
 
@@ -219,7 +231,10 @@ class Bridge:
         self.settings = settings
         self.metrics = metrics or BridgeMetrics()
         self.sink = sink or build_sink(settings)
-        self.router = Router(settings.destinations, settings.account_aliases)
+        self.router = router_for(settings)
+        self._orders_state = self.router.state_destinations().get(self.router.destination_of("orders"))
+        self.finished_orders = FinishedOrders(int(settings.state.finished_order_retention_s * 1000))
+        self._expiry: asyncio.Task[None] | None = None
         self.envelope = EnvelopeContext(source=f"urn:ibkr-bridge:{settings.instance}")
         delivery = settings.delivery
         self.spool = Spool(
@@ -299,6 +314,9 @@ class Bridge:
             destination = route(event)
             if destination is not None:
                 records.append(encode(event, destination, envelope, received_ns))
+                if type(event) is Order and self._orders_state is not None:
+                    now_ms = time.monotonic_ns() // 1_000_000
+                    self.finished_orders.observe(destination.key, is_finished(event), now_ms)
         if records:
             self.buffer.put_many(records)
             if self.buffer.backpressure:
@@ -339,6 +357,19 @@ class Bridge:
                 if isinstance(count, int) and count:
                     m.events_reconciled(family, count)
         log.info("gateway %s%s", kind.value, f": {event.reason}" if event.reason else "")
+
+    async def _remove_finished_orders(self) -> None:
+        """Tombstone each finished order on the orders state destination once its retention ran out."""
+        destination = self._orders_state
+        assert destination is not None
+        period_s = min(1.0, max(0.05, self.settings.state.finished_order_retention_s / 4))
+        while True:
+            await asyncio.sleep(period_s)
+            keys = self.finished_orders.expired(time.monotonic_ns() // 1_000_000)
+            if keys:
+                now_ms = time.time_ns() // 1_000_000
+                self.buffer.put_many([tombstone(destination, key, self.envelope, now_ms) for key in keys])
+                log.info("%d finished orders leave %s", len(keys), destination)
 
     def add_ack_listener(self, listener: Callable[[Sequence[Record], int], None]) -> None:
         """Also call ``listener(records, ack_ns)`` for every acknowledged batch (the demo's live view)."""
@@ -448,6 +479,8 @@ class Bridge:
             log.warning("sink %s unavailable at start, retrying in the background: %s", self.sink.name, exc)
             self._sink_starter = asyncio.create_task(self._start_sink_with_backoff(), name="sink-start")
         self.publisher.start()
+        if self._orders_state is not None:
+            self._expiry = asyncio.create_task(self._remove_finished_orders(), name="finished-orders")
         admin = self.settings.admin
         token = secret(admin.token, admin.token_file)
         app = build_admin_app(self, self.render_metrics, token)
@@ -512,6 +545,10 @@ class Bridge:
                 log.debug("gateway loop ended with an error during shutdown", exc_info=True)
         if self._sink_starter is not None:
             self._sink_starter.cancel()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
         drained = await self.publisher.drain(self.settings.delivery.drain_timeout_s)
         if not drained:
             log.warning("drain deadline reached; undelivered critical events stay in the spool")

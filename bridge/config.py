@@ -174,6 +174,14 @@ class DeliverySettings(_Section):
     spool_fsync_interval_ms: int = Field(200, ge=1)
 
 
+class StateSettings(_Section):
+    """State destinations (``destinations`` keys ``state.marketdata`` / ``state.orders`` name them)."""
+
+    marketdata: bool = True  # latest quote per conid
+    orders: bool = True  # latest state per orderId
+    finished_order_retention_s: float = Field(3600.0, ge=0)  # then a tombstone removes the order
+
+
 class AdminSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
@@ -198,6 +206,7 @@ class Settings(BaseSettings):
     destinations: dict[str, str] = Field(default_factory=dict)
     account_aliases: dict[str, str] = Field(default_factory=dict)
     delivery: DeliverySettings = DeliverySettings()
+    state: StateSettings = StateSettings()
     admin: AdminSettings = AdminSettings()
     logging: LogSettings = LogSettings()
     instance: str = "ibkr-bridge"

@@ -10,7 +10,7 @@ gateway and bridge lifecycle on one key so consumers see them in order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from bridge.events import (
@@ -41,7 +41,12 @@ DEFAULT_DESTINATIONS: dict[str, str] = {
     "notifications": "ibkr.notifications.v1",
     "bridge": "ibkr.bridge.v1",
     "dlq": "ibkr.dlq.v1",
+    "state.marketdata": "ibkr.state.marketdata.v1",
+    "state.orders": "ibkr.state.orders.v1",
 }
+
+# Stream family -> the family of its state destination: the latest event per key (see bridge.state).
+STATE_FAMILIES: dict[str, str] = {"marketdata": "state.marketdata", "orders": "state.orders"}
 
 GATEWAY_KEY = "gateway"
 _ROUTE_CACHE_MAX = 100_000  # distinct keys per event type kept; conids and live orders fit easily
@@ -94,8 +99,10 @@ class Router:
         destinations: Mapping[str, str] | None = None,
         account_aliases: Mapping[str, str] | None = None,
         publish_internal: bool = False,
+        state_families: Collection[str] = tuple(STATE_FAMILIES),
     ) -> None:
         self._templates = {**DEFAULT_DESTINATIONS, **(destinations or {})}
+        self._state_families = tuple(f for f in STATE_FAMILIES if f in state_families)
         self._aliases = dict(account_aliases or {})
         self._publish_internal = publish_internal
         self._static = {
@@ -123,8 +130,19 @@ class Router:
         return self._static.get(family) or self._templates[family].replace("{family}", family)
 
     def static_destinations(self) -> list[str]:
-        """Every destination known before any event arrives (for topic creation)."""
-        return list(self._static.values())
+        """Every stream destination known before any event arrives (for topic creation)."""
+        state = set(STATE_FAMILIES.values())
+        return [name for family, name in self._static.items() if family not in state]
+
+    def state_destinations(self) -> dict[str, str]:
+        """Stream destination -> its state destination, for the families that keep one.
+
+        A family whose stream name depends on the key (``{key}`` templates) keeps no state."""
+        return {
+            self._static[family]: self.destination_of(STATE_FAMILIES[family])
+            for family in self._state_families
+            if family in self._static and "{key}" not in self._templates[STATE_FAMILIES[family]]
+        }
 
     def alias(self, account: str) -> str:
         return self._aliases.get(account, account)

@@ -15,6 +15,12 @@ aiokafka's exceptions stop here: records refused for good (too large, unknown
 topic, authorization) raise :class:`SinkRejected` with the record's index;
 anything the broker may get over (connection, timeouts, leadership changes)
 raises :class:`SinkUnavailable`.
+
+State topics (``state_topics``: stream topic -> state topic): every record of such a stream is
+written to its state topic too, unchanged (same key, value and headers), in the same publish;
+both copies are acknowledged before ``publish`` returns. A record without data (a tombstone, see
+``bridge.state``) is written with a null value. State topics the sink creates are compacted
+(``cleanup.policy=compact``).
 """
 
 from __future__ import annotations
@@ -111,7 +117,8 @@ class KafkaSinkOptions:
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
     tls_check_hostname: bool = True
-    create_topics: tuple[str, ...] = ()
+    create_topics: tuple[str, ...] = ()  # created at start when missing; state topics compacted
+    state_topics: tuple[tuple[str, str], ...] = ()  # (stream topic, its state topic)
     topic_partitions: int = 6
     topic_replication: int = 1
 
@@ -216,6 +223,9 @@ def translate(exc: BaseException, index: int | None) -> SinkRejected | SinkUnava
 # --------------------------------------------------------------------------- the sink
 
 
+_Entry = tuple[int, str, Record]  # index in the batch, topic, record
+
+
 class _PartitionBatch:
     """Records of one publish bound for one partition, in order, and the builder holding them."""
 
@@ -241,6 +251,7 @@ class KafkaSink:
         self._partitions: dict[str, tuple[int, dict[bytes, int]]] = {}
         self._structured = options.header_mode == "structured"
         self._header_section = BinaryHeaderSection()
+        self._state_of = dict(options.state_topics)
         self.last_ack_ns = 0  # wall clock (time.time_ns) of the last publish fully acknowledged
 
     @property
@@ -293,11 +304,12 @@ class KafkaSink:
     # ----------------------------------------------------------------------- publish steps
 
     async def _publish(self, producer: Any, batch: Sequence[Record]) -> None:
+        entries = self._entries(batch)
         counts = {
             topic: await self._partition_count(producer, topic, batch)
-            for topic in {r.destination for r in batch}
+            for topic in {topic for _, topic, _ in entries}
         }
-        plan = self._plan(batch, counts)
+        plan = self._plan(entries, counts)
         futures: list[asyncio.Future[Any]] = []
         try:
             for part in plan:
@@ -317,12 +329,26 @@ class KafkaSink:
         except kafka_errors.UnknownTopicOrPartitionError as exc:
             if not await producer.client.force_metadata_update():
                 raise SinkUnavailable(f"kafka unreachable while looking up topic {topic!r}") from exc
-            raise translate(exc, next(i for i, r in enumerate(batch) if r.destination == topic)) from exc
+            raise translate(exc, self._first_index(batch, topic)) from exc
         except kafka_errors.KafkaError as exc:
-            raise translate(exc, next(i for i, r in enumerate(batch) if r.destination == topic)) from exc
+            raise translate(exc, self._first_index(batch, topic)) from exc
         return len(partitions)
 
-    def _plan(self, batch: Sequence[Record], counts: dict[str, int]) -> list[_PartitionBatch]:
+    def _first_index(self, batch: Sequence[Record], topic: str) -> int:
+        """The first record written to ``topic`` (as itself or as its state copy)."""
+        state_of = self._state_of
+        return next(i for i, r in enumerate(batch) if topic in (r.destination, state_of.get(r.destination)))
+
+    def _entries(self, batch: Sequence[Record]) -> list[_Entry]:
+        """``(index, topic, record)`` for every record, then for every state copy."""
+        entries = [(index, record.destination, record) for index, record in enumerate(batch)]
+        state_of = self._state_of
+        if state_of:
+            entries += [(index, state_of[topic], record) for index, topic, record in entries
+                        if topic in state_of]  # fmt: skip
+        return entries
+
+    def _plan(self, entries: Sequence[_Entry], counts: dict[str, int]) -> list[_PartitionBatch]:
         """Fill one builder per partition (more when one fills up); sync, so nothing interleaves.
 
         Records go to our own :class:`RecordBatchBuilder` (the bytes aiokafka's builder would
@@ -339,21 +365,24 @@ class KafkaSink:
         topic = ""
         by_key: dict[bytes, int] = {}
         parts: list[_PartitionBatch | None] = []
-        for index, record in enumerate(batch):
-            if record.destination != topic:
-                topic = record.destination
+        value: bytes | None
+        for index, destination, record in entries:
+            if destination != topic:
+                topic = destination
                 by_key, parts = maps[topic], open_parts[topic]
             key = record.key
             partition = by_key.get(key)
             if partition is None:
                 partition = by_key[key] = default_partition(key, counts[topic])
-            if structured:
+            if not record.data:  # a tombstone: a null value, which compaction treats as a delete
+                value, headers = None, section_of(record.attributes)
+            elif structured:
                 value, headers = record.structured(), _STRUCTURED_SECTION
             elif (head := record.envelope_head) is not None:
                 value, headers = record.data, enveloped(head, record.envelope_tail)  # type: ignore[arg-type]
             else:
                 value, headers = record.data, section_of(record.attributes)
-            if len(value) + len(key) > gate:
+            if value is not None and len(value) + len(key) > gate:
                 self._check_size(index, record, value)
             part = parts[partition]
             if part is None or not part.add(key, value, headers):
@@ -392,9 +421,12 @@ class KafkaSink:
 
     async def _create_topics(self) -> None:
         options = self._options
+        compacted = {state for _, state in options.state_topics}
         topics = [
-            NewTopic(t, options.topic_partitions, options.topic_replication) for t in options.create_topics
-        ]
+            NewTopic(t, options.topic_partitions, options.topic_replication,
+                     topic_configs={"cleanup.policy": "compact"} if t in compacted else {})
+            for t in options.create_topics
+        ]  # fmt: skip
         admin = AIOKafkaAdminClient(**options.client_kwargs())
         try:
             await admin.start()
@@ -445,6 +477,6 @@ async def read_topics(
                 for name, value in message.headers or ()
                 if name.startswith("ce_") and isinstance(value, bytes)
             }
-            yield message.topic, message.key or b"", attributes, message.value or b""
+            yield message.topic, message.key or b"", attributes, message.value or b""  # tombstone: b""
     finally:
         await consumer.stop()

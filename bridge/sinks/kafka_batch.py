@@ -90,6 +90,7 @@ def _zigzag_varint(value: int) -> bytes:
 
 
 _SMALL_VARINTS = [_zigzag_varint(n) for n in range(8192)]  # every varint of one or two bytes
+_NULL_LENGTH = _zigzag_varint(-1)  # a null key or value
 
 
 def varint(value: int) -> bytes:
@@ -138,13 +139,19 @@ class RecordBatchBuilder:
         self._base_sequence = 0
         self._buffer: bytearray | None = None
 
-    def add(self, key: bytes, value: bytes, headers: bytes) -> bool:
-        """Append a record (``headers``: the encoded count and pairs); False when the batch is full."""
+    def add(self, key: bytes, value: bytes | None, headers: bytes) -> bool:
+        """Append a record (``headers``: the encoded count and pairs); False when the batch is full.
+
+        ``value`` None is a null value (length -1): a tombstone on a compacted topic."""
         offset, small = self._count, _SMALL_VARINTS
-        try:  # inline look-ups: this runs once per record
-            offset_v, key_v, value_v = small[offset], small[len(key)], small[len(value)]
-        except IndexError:  # a key, value or offset past 8191
-            offset_v, key_v, value_v = varint(offset), varint(len(key)), varint(len(value))
+        if value is None:
+            value, value_v = b"", _NULL_LENGTH
+            offset_v, key_v = varint(offset), varint(len(key))
+        else:
+            try:  # inline look-ups: this runs once per record
+                offset_v, key_v, value_v = small[offset], small[len(key)], small[len(value)]
+            except IndexError:  # a key, value or offset past 8191
+                offset_v, key_v, value_v = varint(offset), varint(len(key)), varint(len(value))
         # attributes (0) and timestamp delta (0: one timestamp per batch) are the 2 leading bytes
         length = 2 + len(offset_v) + len(key_v) + len(key) + len(value_v) + len(value) + len(headers)
         length_v = small[length] if length < 8192 else varint(length)

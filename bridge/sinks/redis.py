@@ -9,15 +9,26 @@ the replies.
 
 Entry fields are the CloudEvents attributes, ``key`` and ``data`` (the event's
 JSON, unchanged). Streams are trimmed with ``MAXLEN ~ n`` or ``MINID ~
-<now - retention>`` when configured. Errors are translated here: a reply that
-refuses an entry for good (wrong type, ACL) raises :class:`SinkRejected` with
-its index; a lost connection, a timeout or a server that cannot write now
-raises :class:`SinkUnavailable`.
+<now - retention>`` when configured.
+
+State hashes (``state_hashes``: stream -> hash): an entry of such a stream is written by a Lua
+script that runs the ``XADD`` and sets the hash field ``key`` to ``{"entry": <the new entry's
+id>, "event": <the structured CloudEvent>}`` in one atomic step, so a reader that takes the hash
+and the stream's last entry id together (``MULTI``) and reads on after that id misses nothing
+and sees nothing twice. (``MULTI``/``EXEC`` cannot do this: the hash value needs the id the
+``XADD`` generates.) A pipeline with state entries starts with ``SCRIPT LOAD``, so a restarted
+server (an empty script cache) never refuses the ``EVALSHA``. A record without data (a
+tombstone, see ``bridge.state``) deletes its key's field with ``HDEL``.
+
+Errors are translated here: a reply that refuses an entry for good (wrong type, ACL) raises
+:class:`SinkRejected` with its index; a lost connection, a timeout or a server that cannot
+write now raises :class:`SinkUnavailable`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -57,6 +68,7 @@ class RedisSinkOptions:
     max_record_bytes: int = 1_048_576  # key + data; larger records are rejected
     timeout_ms: int = 5_000  # bounds connecting and a whole publish
     client_name: str = "ibkr-bridge"
+    state_hashes: tuple[tuple[str, str], ...] = ()  # (stream, its state hash)
 
     def __post_init__(self) -> None:
         problems = []
@@ -111,14 +123,39 @@ def _bulk(value: bytes) -> bytes:
 _KEY_FIELD = _bulk(b"key")
 _DATA_FIELD = _bulk(b"data")
 
+# KEYS: the stream, its state hash. ARGV: the hash field (the record key), the structured event,
+# the number of trim arguments, the trim arguments, then the entry's field/value pairs.
+STATE_SCRIPT = b"""\
+local trim = tonumber(ARGV[3])
+local args = {}
+for i = 4, 3 + trim do args[#args + 1] = ARGV[i] end
+args[#args + 1] = '*'
+for i = 4 + trim, #ARGV do args[#args + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[1], unpack(args))
+redis.call('HSET', KEYS[2], ARGV[1], '{"entry":"' .. id .. '","event":' .. ARGV[2] .. '}')
+return id
+"""
+_STATE_SHA = hashlib.sha1(STATE_SCRIPT).hexdigest().encode()
+_SCRIPT_LOAD = b"*3\r\n" + _bulk(b"SCRIPT") + _bulk(b"LOAD") + _bulk(STATE_SCRIPT)
+
+
+def _command(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(_bulk(a) for a in args)
+
 
 class XaddEncoder:
-    """``XADD <stream> [trim] * <field> <value> ...`` as RESP, caching what repeats between entries."""
+    """``XADD <stream> [trim] * <field> <value> ...`` as RESP, caching what repeats between entries.
 
-    def __init__(self, maxlen: int | None, retention_ms: int | None) -> None:
+    Entries of a stream with a state hash become ``EVALSHA`` of :data:`STATE_SCRIPT`; tombstones
+    ``HDEL``. :meth:`encode` says how many replies to read (a ``SCRIPT LOAD`` may lead)."""
+
+    def __init__(
+        self, maxlen: int | None, retention_ms: int | None, state_hashes: dict[str, str] | None = None
+    ) -> None:
         self._maxlen = maxlen
         self._retention_ms = retention_ms
         self._fields: dict[tuple[str, str | int], bytes] = {}
+        self._state_of = state_hashes or {}
 
     def trim_args(self, now_ms: int) -> list[bytes]:
         if self._maxlen is not None:
@@ -127,13 +164,22 @@ class XaddEncoder:
             return [b"MINID", b"~", b"%d" % (now_ms - self._retention_ms)]
         return []
 
-    def encode(self, batch: Sequence[Record], now_ms: int) -> bytes:
+    def encode(self, batch: Sequence[Record], now_ms: int) -> tuple[bytes, int]:
+        """The pipeline's bytes and how many replies lead before the one of ``batch[0]``."""
         trim = self.trim_args(now_ms)
         heads: dict[tuple[str, int], bytes] = {}
         parts: list[bytes] = []
         append = parts.append
         field_of = self._field
+        state_of = self._state_of
+        leading = 0
+        if state_of and any(record.destination in state_of for record in batch):
+            append(_SCRIPT_LOAD)
+            leading = 1
         for record in batch:
+            if not record.data:  # a tombstone: the key leaves the state hash
+                append(_command(b"HDEL", record.destination.encode(), record.key))
+                continue
             attributes = record.attributes
             head = heads.get((record.destination, len(attributes)))
             if head is None:
@@ -141,18 +187,30 @@ class XaddEncoder:
                     record.destination, len(attributes), trim
                 )
             append(head)
+            state = state_of.get(record.destination)
+            if state is not None:
+                append(_bulk(record.key))
+                append(_bulk(record.structured()))
+                append(_bulk(b"%d" % len(trim)))
+                parts += map(_bulk, trim)
             for attribute in attributes:
                 append(field_of(attribute))
             append(_KEY_FIELD)
             append(_bulk(record.key))
             append(_DATA_FIELD)
             append(_bulk(record.data))
-        return b"".join(parts)
+        return b"".join(parts), leading
 
-    @staticmethod
-    def _head(stream: str, attributes: int, trim: list[bytes]) -> bytes:
-        args = [b"XADD", stream.encode(), *trim, b"*"]
-        count = len(args) + 2 * (attributes + 2)
+    def _head(self, stream: str, attributes: int, trim: list[bytes]) -> bytes:
+        """Everything of an entry's command before its field/value pairs (and the script's
+        field, event and trim arguments, which vary per entry)."""
+        state = self._state_of.get(stream)
+        if state is None:
+            args = [b"XADD", stream.encode(), *trim, b"*"]
+            count = len(args) + 2 * (attributes + 2)
+        else:
+            args = [b"EVALSHA", _STATE_SHA, b"2", stream.encode(), state.encode()]
+            count = len(args) + 3 + len(trim) + 2 * (attributes + 2)
         return b"*%d\r\n" % count + b"".join(_bulk(a) for a in args)
 
     def _field(self, attribute: tuple[str, str | int]) -> bytes:
@@ -175,6 +233,7 @@ _TRANSIENT_REPLIES: tuple[type[Exception], ...] = (
     redis_errors.ReadOnlyError,
     redis_errors.TryAgainError,
     redis_errors.ClusterDownError,
+    redis_errors.NoScriptError,  # the script cache was flushed between SCRIPT LOAD and EVALSHA
 )
 
 
@@ -196,7 +255,7 @@ class RedisSink:
 
     def __init__(self, options: RedisSinkOptions) -> None:
         self._options = options
-        self._encoder = XaddEncoder(options.maxlen, options.retention_ms)
+        self._encoder = XaddEncoder(options.maxlen, options.retention_ms, dict(options.state_hashes))
         self._client: Any = None
         self._connection: Any = None
         self._timeout_s = options.timeout_ms / 1000
@@ -222,11 +281,11 @@ class RedisSink:
         if connection is None:
             raise SinkUnavailable("redis sink is not started")
         self._check_sizes(batch)
-        payload = self._encoder.encode(batch, time.time_ns() // 1_000_000)
+        payload, leading = self._encoder.encode(batch, time.time_ns() // 1_000_000)
         try:
             async with asyncio.timeout(self._timeout_s):
                 await connection.send_packed_command(payload, check_health=False)
-                failures = await _read_replies(connection, len(batch))
+                failures = await _read_replies(connection, leading + len(batch))
         except TimeoutError as exc:
             await connection.disconnect(nowait=True)  # replies may still be in flight
             raise SinkUnavailable(f"redis did not answer within {self._timeout_s:.1f} s") from exc
@@ -235,7 +294,9 @@ class RedisSink:
             raise SinkUnavailable(f"redis unavailable: {exc!r}") from exc
         if failures:
             index, error = failures[0]
-            raise translate_reply(error, index) from error
+            if index < leading:
+                raise SinkUnavailable(f"redis did not load the state script: {error}") from error
+            raise translate_reply(error, index - leading) from error
         self.last_ack_ns = time.time_ns()
 
     async def close(self) -> None:

@@ -197,7 +197,7 @@ def test_the_plan_writes_the_same_batches_for_codec_records_and_copies_built_fro
 
     def planned(batch: list[Record]) -> list[tuple[str, int, list[int], bytes]]:
         sink = kafka.KafkaSink(kafka.KafkaSinkOptions(header_mode=header_mode, max_batch_bytes=2_000))
-        plan = sink._plan(batch, {"md": 3, "ex": 2})
+        plan = sink._plan(sink._entries(batch), {"md": 3, "ex": 2})
         return [(p.topic, p.partition, p.indices, bytes(p.builder._build())) for p in plan]
 
     ours = planned(records)

@@ -30,7 +30,7 @@ def parse_commands(payload: bytes) -> list[list[bytes]]:
 def test_each_record_is_one_xadd_with_cloudevents_fields_key_and_data() -> None:
     quote = quote_record("md", 265598, 1)
     records = [quote, order_record("orders", 7, 2), quote]
-    commands = parse_commands(XaddEncoder(None, None).encode(records, now_ms=0))
+    commands = parse_commands(XaddEncoder(None, None).encode(records, now_ms=0)[0])
 
     xadd_md, xadd_orders = [b"XADD", b"md", b"*"], [b"XADD", b"orders", b"*"]
     assert [c[:3] for c in commands] == [xadd_md, xadd_orders, xadd_md]
@@ -44,13 +44,13 @@ def test_each_record_is_one_xadd_with_cloudevents_fields_key_and_data() -> None:
 
 
 def test_maxlen_trimming_is_approximate() -> None:
-    (command,) = parse_commands(XaddEncoder(5000, None).encode([order_record("s", 1, 1)], now_ms=0))
+    (command,) = parse_commands(XaddEncoder(5000, None).encode([order_record("s", 1, 1)], now_ms=0)[0])
     assert command[:6] == [b"XADD", b"s", b"MAXLEN", b"~", b"5000", b"*"]
 
 
 def test_minid_trimming_drops_entries_older_than_the_retention() -> None:
     encoder = XaddEncoder(None, 60_000)
-    (command,) = parse_commands(encoder.encode([order_record("s", 1, 1)], now_ms=1_700_000_060_000))
+    (command,) = parse_commands(encoder.encode([order_record("s", 1, 1)], now_ms=1_700_000_060_000)[0])
     assert command[:6] == [b"XADD", b"s", b"MINID", b"~", b"1700000000000", b"*"]
 
 
