@@ -102,6 +102,42 @@ def _schemas(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _asyncapi(args: argparse.Namespace) -> int:
+    from importlib import metadata
+
+    import orjson
+
+    from bridge.app import router_for
+    from bridge.asyncapi import document
+    from bridge.config import load_settings
+    from bridge.errors import ConfigError
+
+    try:
+        settings = load_settings(Path(args.config) if args.config else None)
+    except ConfigError as exc:
+        print(f"ibkr-bridge asyncapi: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    kafka = settings.sink.kafka
+    text = orjson.dumps(
+        document(metadata.version("ibkr-bridge"), router_for(settings), kafka.topic_partitions,
+                 kafka.topic_replication),
+        option=orjson.OPT_INDENT_2,
+    ) + b"\n"  # fmt: skip
+    if args.out:
+        Path(args.out).write_bytes(text)
+        print(f"wrote the AsyncAPI document to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(text)
+    return EXIT_OK
+
+
+def _add_asyncapi(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("asyncapi", help="print the AsyncAPI 3 document of every destination and event")
+    parser.add_argument("--out", metavar="FILE", help="write it to FILE instead of standard output")
+    parser.add_argument("--config", metavar="FILE", help="destination names and topics from FILE")
+    parser.set_defaults(command=_asyncapi)
+
+
 def _add_schemas(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("schemas", help="export the JSON Schema of every event type")
     parser.add_argument("--out", required=True, metavar="DIR", help="directory for the <type>.json files")
@@ -322,7 +358,11 @@ def _add_tail(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ibkr-bridge", description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_demo, _add_tail, _add_check_config, _add_normalize, _add_schemas, _add_sim):
+    commands = (
+        _add_run, _add_demo, _add_tail, _add_check_config, _add_normalize, _add_schemas, _add_asyncapi,
+        _add_sim,
+    )
+    for add in commands:
         try:
             add(sub)
         except ImportError:  # a command whose module is not built yet is simply absent

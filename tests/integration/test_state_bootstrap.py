@@ -36,7 +36,8 @@ def settings_for(sim: SimProcess, tmp_path: Path, sink: dict[str, Any], prefix: 
     return load_settings(None, {
         "gateway": {"url": sim.origin, "insecure_tls": True},
         "session": {"stale_after_s": 5, "reconnect_floor_s": 0.05, "reconnect_cap_s": 0.3, "auth_poll_s": 0.2},
-        "subscriptions": {"market_data": {"conids": ["265598", "8314", "4815747"]}, "orders": True},
+        "subscriptions": {"market_data": {"conids": ["265598", "8314", "4815747"]}, "orders": True, "executions": True,
+                          "pnl": True},
         "sink": sink,
         "destinations": {family: f"{prefix}.{name.removeprefix('ibkr.')}" for family, name in DEFAULT_DESTINATIONS.items()},
         "delivery": {"spool_dir": str(tmp_path / "spool"), "linger_ms": 1},
