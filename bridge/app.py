@@ -22,7 +22,7 @@ from aiohttp import web
 
 from bridge.admin import build_admin_app, start_admin
 from bridge.backoff import BackoffPolicy
-from bridge.codec import EnvelopeContext, encode, encode_quote
+from bridge.codec import EnvelopeContext
 from bridge.config import Settings, secret
 from bridge.delivery.buffer import DeliveryBuffer
 from bridge.delivery.spool import Spool
@@ -52,10 +52,13 @@ from bridge.events import (
     TickleReply,
 )
 from bridge.gateway.connection import ConnectionSettings, GatewayConnection
-from bridge.gateway.normalizer import Normalizer
-from bridge.gateway.protocol import GatewayProtocol, SessionSettings, Subscription
 from bridge.gateway.rest import GatewayRest, RestSettings
+from bridge.ingest.normalize.normalizer import Normalizer
+from bridge.ingest.session import GatewayProtocol
+from bridge.ingest.session_types import SessionSettings
+from bridge.ingest.subscriptions import Subscription
 from bridge.metrics import BridgeMetrics
+from bridge.pipeline import Pipeline
 from bridge.publisher import Publisher
 from bridge.routing import Router
 from bridge.sinks.base import Record, Sink
@@ -236,6 +239,7 @@ class Bridge:
         self.finished_orders = FinishedOrders(int(settings.state.finished_order_retention_s * 1000))
         self._expiry: asyncio.Task[None] | None = None
         self.envelope = EnvelopeContext(source=f"urn:ibkr-bridge:{settings.instance}")
+        self.pipeline = Pipeline(self.router, self.envelope)
         delivery = settings.delivery
         self.spool = Spool(
             delivery.spool_dir,
@@ -299,24 +303,16 @@ class Bridge:
     async def on_events(self, events: Sequence[Event], received_ns: int) -> None:
         self._last_frame_ns = received_ns
         self.normalizer.flush_metrics()
-        router, envelope, records = self.router, self.envelope, []
-        route, quote_route = router.route, router.quote_route
         for event in events:
-            if type(event) is Quote:  # the bulk of the traffic: no side effect here, one encoder
-                destination = quote_route(event)
-                if destination is not None:
-                    records.append(encode_quote(event, destination, envelope, received_ns))
+            if type(event) is Quote:  # the bulk of the traffic: nothing to observe
                 continue
             if type(event) is Lifecycle:
                 self._lifecycle(event)
             elif type(event) is AuthStatus and event.competing is not None:
                 self.metrics.set_competing(event.competing)
-            destination = route(event)
-            if destination is not None:
-                records.append(encode(event, destination, envelope, received_ns))
-                if type(event) is Order and self._orders_state is not None:
-                    now_ms = time.monotonic_ns() // 1_000_000
-                    self.finished_orders.observe(destination.key, is_finished(event), now_ms)
+            elif type(event) is Order and self._orders_state is not None:
+                self._observe_order(event)
+        records = self.pipeline.records(events, received_ns)
         if records:
             self.buffer.put_many(records)
             if self.buffer.backpressure:
@@ -324,11 +320,16 @@ class Bridge:
             else:
                 await self.publisher.keep_pace()
 
+    def _observe_order(self, order: Order) -> None:
+        """Schedule a finished order's removal from the orders state destination."""
+        route = self.router.route(order)
+        if route is not None:
+            self.finished_orders.observe(route.key, is_finished(order), time.monotonic_ns() // 1_000_000)
+
     def _lifecycle(self, event: Lifecycle) -> None:
         m, kind = self.metrics, event.kind
         epoch = event.detail.get("session_epoch")
-        if isinstance(epoch, int) and epoch != self.envelope.session_epoch:
-            self.envelope.session_epoch = epoch
+        if isinstance(epoch, int):
             m.set_session_epoch(epoch)
         if kind is LifecycleKind.CONNECTED:
             m.connected("startup" if self.counts.reconnects == 0 else "reconnect")
