@@ -9,7 +9,6 @@ The only module that names concrete sinks. Data flow:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import random
@@ -26,6 +25,7 @@ from bridge.codec import EnvelopeContext
 from bridge.config import Settings, secret
 from bridge.delivery.buffer import DeliveryBuffer
 from bridge.delivery.spool import Spool
+from bridge.delivery.state_keeper import StateKeeper
 from bridge.errors import SinkError
 from bridge.events import (
     AccountLedger,
@@ -66,7 +66,6 @@ from bridge.sinks.kafka import KafkaSink, KafkaSinkOptions
 from bridge.sinks.memory import MemorySink
 from bridge.sinks.redis import RedisSink, RedisSinkOptions
 from bridge.sinks.stdout import StdoutSink
-from bridge.state import FinishedOrders, is_finished, tombstone
 
 log = logging.getLogger(__name__)
 
@@ -235,9 +234,6 @@ class Bridge:
         self.metrics = metrics or BridgeMetrics()
         self.sink = sink or build_sink(settings)
         self.router = router_for(settings)
-        self._orders_state = self.router.state_destinations().get(self.router.destination_of("orders"))
-        self.finished_orders = FinishedOrders(int(settings.state.finished_order_retention_s * 1000))
-        self._expiry: asyncio.Task[None] | None = None
         self.envelope = EnvelopeContext(source=f"urn:ibkr-bridge:{settings.instance}")
         self.pipeline = Pipeline(self.router, self.envelope)
         delivery = settings.delivery
@@ -255,6 +251,8 @@ class Bridge:
             spool=self.spool,
             observer=observer,
         )
+        retention_s = settings.state.finished_order_retention_s
+        self.state = StateKeeper(self.router, self.buffer, self.envelope, retention_s)
         policy, rng = (
             BackoffPolicy(floor_s=0.05, cap_s=5.0, multiplier=2.0, healthy_reset_s=0.0),
             random.Random(),
@@ -310,21 +308,13 @@ class Bridge:
                 self._lifecycle(event)
             elif type(event) is AuthStatus and event.competing is not None:
                 self.metrics.set_competing(event.competing)
-            elif type(event) is Order and self._orders_state is not None:
-                self._observe_order(event)
-        records = self.pipeline.records(events, received_ns)
+        records = self.pipeline.records(self.state.observe(events), received_ns)
         if records:
             self.buffer.put_many(records)
             if self.buffer.backpressure:
                 await self.buffer.wait_writable()
             else:
                 await self.publisher.keep_pace()
-
-    def _observe_order(self, order: Order) -> None:
-        """Schedule a finished order's removal from the orders state destination."""
-        route = self.router.route(order)
-        if route is not None:
-            self.finished_orders.observe(route.key, is_finished(order), time.monotonic_ns() // 1_000_000)
 
     def _lifecycle(self, event: Lifecycle) -> None:
         m, kind = self.metrics, event.kind
@@ -358,19 +348,6 @@ class Bridge:
                 if isinstance(count, int) and count:
                     m.events_reconciled(family, count)
         log.info("gateway %s%s", kind.value, f": {event.reason}" if event.reason else "")
-
-    async def _remove_finished_orders(self) -> None:
-        """Tombstone each finished order on the orders state destination once its retention ran out."""
-        destination = self._orders_state
-        assert destination is not None
-        period_s = min(1.0, max(0.05, self.settings.state.finished_order_retention_s / 4))
-        while True:
-            await asyncio.sleep(period_s)
-            keys = self.finished_orders.expired(time.monotonic_ns() // 1_000_000)
-            if keys:
-                now_ms = time.time_ns() // 1_000_000
-                self.buffer.put_many([tombstone(destination, key, self.envelope, now_ms) for key in keys])
-                log.info("%d finished orders leave %s", len(keys), destination)
 
     def add_ack_listener(self, listener: Callable[[Sequence[Record], int], None]) -> None:
         """Also call ``listener(records, ack_ns)`` for every acknowledged batch (the demo's live view)."""
@@ -456,6 +433,7 @@ class Bridge:
 
     async def subscribe(self, spec: dict[str, Any]) -> dict[str, Any]:
         sub = _subscription_from_spec(spec, self.settings)
+        self.state.subscribed(sub.key)
         await self.connection.subscribe(sub)
         return {"subscribed": sub.key}
 
@@ -465,6 +443,7 @@ class Bridge:
             raise ValueError('body needs "key", e.g. {"key": "md:265598"} (see GET /subscriptions)')
         if not await self.connection.unsubscribe(key):
             raise ValueError(f"no desired subscription with key {key!r}")
+        self.state.unsubscribed(key, [sub.key for sub in self.protocol.desired()])
         return {"unsubscribed": key}
 
     # ------------------------------------------------------------------------------ running
@@ -480,8 +459,7 @@ class Bridge:
             log.warning("sink %s unavailable at start, retrying in the background: %s", self.sink.name, exc)
             self._sink_starter = asyncio.create_task(self._start_sink_with_backoff(), name="sink-start")
         self.publisher.start()
-        if self._orders_state is not None:
-            self._expiry = asyncio.create_task(self._remove_finished_orders(), name="finished-orders")
+        self.state.start()
         admin = self.settings.admin
         token = secret(admin.token, admin.token_file)
         app = build_admin_app(self, self.render_metrics, token)
@@ -546,10 +524,7 @@ class Bridge:
                 log.debug("gateway loop ended with an error during shutdown", exc_info=True)
         if self._sink_starter is not None:
             self._sink_starter.cancel()
-        if self._expiry is not None:
-            self._expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry
+        await self.state.stop()
         drained = await self.publisher.drain(self.settings.delivery.drain_timeout_s)
         if not drained:
             log.warning("drain deadline reached; undelivered critical events stay in the spool")

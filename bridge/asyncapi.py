@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.events import EVENT_TYPES, Event, EventClass, Order
+from bridge.events import EVENT_TYPES, Event, EventClass, Order, Quote
 from bridge.routing import STATE_FAMILIES, Router
 from bridge.schemagen import schema_for
 
@@ -64,8 +64,7 @@ def destinations(router: Router) -> dict[str, list[str]]:
     for family in STATE_FAMILIES:
         stream = router.destination_of(family)
         if stream in state_of:
-            extra = [TOMBSTONE] if family == "orders" else []
-            written[state_of[stream]] = [*written[stream], *extra]
+            written[state_of[stream]] = [*written[stream], TOMBSTONE]
     return written
 
 
@@ -74,6 +73,12 @@ def _headers(cls_type: str, with_data: bool) -> dict[str, Any]:
     properties = {name: dict(_HEADERS[name]) for name in names}
     properties["ce_type"] = {"type": "string", "const": cls_type}
     return {"type": "object", "properties": properties, "required": names}
+
+
+def _headers_without_data() -> dict[str, Any]:
+    headers = _headers("", with_data=False)
+    headers["properties"]["ce_type"] = {"type": "string", "enum": [Quote.TYPE, Order.TYPE]}
+    return headers
 
 
 def _message(cls: type[Event], family: str) -> dict[str, Any]:
@@ -95,12 +100,13 @@ def _tombstone() -> dict[str, Any]:
     return {
         "name": TOMBSTONE,
         "title": "Tombstone",
-        "summary": "A finished order leaves the state: a record without data.",
+        "summary": "A key leaves the state (a finished order, an unsubscribed conid): a record without data.",
         "description": "Kafka: a null value (CloudEvents binary mode, no data), which compaction treats as "
-        "a delete of the key. Redis: the hash field is deleted (HDEL); nothing is added to a stream.",
-        "headers": _headers(Order.TYPE, with_data=False),
+        "a delete of the key; ce_type is the type of the state's events. Redis: the hash field is deleted "
+        "(HDEL); nothing is added to a stream.",
+        "headers": _headers_without_data(),
         "payload": {"type": "null"},
-        "bindings": {"kafka": {"key": {"type": "string", "description": _KEYS["orders"]},
+        "bindings": {"kafka": {"key": {"type": "string", "description": "the key of the state it removes"},
                                "bindingVersion": KAFKA_BINDING_VERSION}},
     }  # fmt: skip
 

@@ -6,10 +6,11 @@ state destination too, in the same publish: on Kafka a compacted topic (the reco
 stream), on Redis a hash (field = key, value = ``{"entry": <stream entry id>, "event":
 <structured CloudEvent>}``) updated atomically with the ``XADD``.
 
-Finished orders leave the state after a retention: a tombstone is a record on the state
-destination without data (Kafka: a null value, which compaction treats as a delete; Redis: the
-hash field deleted). Tombstones never reach the streams, where the order's last event (status
-``Filled`` or ``Cancelled``) already says it is finished.
+Finished orders leave the state after a retention, and a conid's quote when its market data
+subscription is removed: a tombstone is a record on the state destination without data (Kafka:
+a null value, which compaction treats as a delete; Redis: the hash field deleted). Tombstones
+never reach the streams, where an order's last event (status ``Filled`` or ``Cancelled``)
+already says it is finished.
 """
 
 from __future__ import annotations
@@ -32,21 +33,34 @@ def is_tombstone(record: Record) -> bool:
     return not record.data
 
 
-def tombstone(destination: str, key: bytes, ctx: EnvelopeContext, now_ms: int) -> Record:
-    """The record that removes ``key`` from the orders state destination ``destination``."""
+def tombstone(
+    destination: str, key: bytes, ctx: EnvelopeContext, now_ms: int, event_type: str = Order.TYPE
+) -> Record:
+    """The record that removes ``key`` from the state destination ``destination`` (whose events
+    are of ``event_type``)."""
     ctx.sequence += 1
     subject = key.decode()
     attributes: tuple[tuple[str, str | int], ...] = (
         ("specversion", SPEC_VERSION),
         ("id", f"{subject}:removed:{now_ms}"),
         ("source", ctx.source),
-        ("type", Order.TYPE),
+        ("type", event_type),
         ("subject", subject),
         ("time", ctx.time_text(now_ms)),
         ("sessionepoch", ctx.session_epoch),
         ("sequence", ctx.sequence),
     )
-    return Record(destination, key, b"", attributes, EventClass.CRITICAL, Order.TYPE)
+    return Record(destination, key, b"", attributes, EventClass.CRITICAL, event_type)
+
+
+def quote_key_of_subscription(key: str) -> bytes | None:
+    """The state key of a market data subscription key (``md:265598@SMART`` -> ``265598``; a
+    combo's conidEx as it is); None for other subscriptions."""
+    if not key.startswith("md:"):
+        return None
+    target = key[3:]
+    conid = target.split("@", 1)[0]
+    return (conid if conid.isdigit() else target).encode()
 
 
 class FinishedOrders:

@@ -156,8 +156,9 @@ def envelope_attributes(head: tuple[Attribute, ...], tail: EnvelopeTail) -> tupl
 
 
 def structured_envelope(attributes: Sequence[tuple[str, str | int]], data: bytes) -> bytes:
+    """The envelope with ``data`` spliced in; without data (a tombstone) it has no ``data`` member."""
     head = orjson.dumps(dict(attributes))
-    return head[:-1] + b',"data":' + data + b"}"
+    return head[:-1] + b',"data":' + data + b"}" if data else head
 
 
 class Sink(Protocol):

@@ -48,22 +48,26 @@ async function main() {
   const stateTopics = new Set(all.filter(d => d.stateOf).map(d => d.address))
   const tally = new Tally(opts.schemas)
   const kafka = new Kafka({ clientId: 'ibkr-bridge-node-example', brokers: opts.brokers.split(','), logLevel: logLevel.WARN })
-  const consumer = kafka.consumer({ groupId: opts.group, maxWaitTimeInMs: 250 })
-  await consumer.connect()
-  await consumer.subscribe({ topics: [...stateTopics], fromBeginning: true })
-  await consumer.subscribe({
+  // Streams: the consumer group resumes where it left off. State topics: read from their first
+  // record at every start (the state is held in memory), so under a group of this start's own.
+  const streams = kafka.consumer({ groupId: opts.group, maxWaitTimeInMs: 250 })
+  const states = kafka.consumer({ groupId: `${opts.group}.state.${process.pid}.${Date.now()}`, maxWaitTimeInMs: 250 })
+  const eachMessage = async ({ topic, message }) => {
+    const attributes = attributesOf(message.headers)
+    const data = message.value === null ? null : JSON.parse(message.value.toString('utf8'))
+    tally.event(topic, message.key.toString('utf8'), attributes, data, stateTopics.has(topic))
+  }
+  await states.connect()
+  await states.subscribe({ topics: [...stateTopics], fromBeginning: true })
+  await states.run({ eachMessage })
+  await streams.connect()
+  await streams.subscribe({
     topics: all.filter(d => !d.stateOf).map(d => d.address),
     fromBeginning: opts['streams-from'] === 'beginning',
   })
+  await streams.run({ eachMessage })
   let finish
   const finished = new Promise(resolve => (finish = resolve))
-  await consumer.run({
-    eachMessage: async ({ topic, message }) => {
-      const attributes = attributesOf(message.headers)
-      const data = message.value === null ? null : JSON.parse(message.value.toString('utf8'))
-      tally.event(topic, message.key.toString('utf8'), attributes, data, stateTopics.has(topic))
-    },
-  })
   ready(opts['ready-file'])
   const timer = setInterval(() => {
     const stop = stopRequest(opts['stop-file'])
@@ -77,7 +81,7 @@ async function main() {
   const code = await finished
   clearInterval(timer)
   if (deadline) clearTimeout(deadline)
-  await consumer.disconnect()
+  await Promise.all([streams.disconnect(), states.disconnect()])
   process.stdout.write(JSON.stringify({ ...tally.report(), timedOut: code !== 0 }) + '\n')
   process.exitCode = code
 }

@@ -176,22 +176,30 @@ def brokers(log_dir: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
         yield kafka, redis
 
 
-def kafka_sink(bootstrap: str, compression: str) -> KafkaSink:
-    options = KafkaSinkOptions(bootstrap_servers=bootstrap, enable_idempotence=False, compression=compression)  # type: ignore[arg-type]
+def state_of(prefix: str) -> tuple[tuple[str, str], ...]:
+    """The state destinations of the records' quotes and orders (the bridge's defaults)."""
+    return tuple((f"{prefix}.{family}.v1", f"{prefix}.state.{family}.v1") for family in ("marketdata", "orders"))
+
+
+def kafka_sink(bootstrap: str, compression: str, state: tuple[tuple[str, str], ...] = ()) -> KafkaSink:
+    options = KafkaSinkOptions(bootstrap_servers=bootstrap, enable_idempotence=False, compression=compression,  # type: ignore[arg-type]
+                               state_topics=state)  # fmt: skip
     return KafkaSink(options)
 
 
-def redis_sink(url: str, maxlen: int | None) -> RedisSink:
-    return RedisSink(RedisSinkOptions(url=url, maxlen=maxlen))
+def redis_sink(url: str, maxlen: int | None, state: tuple[tuple[str, str], ...] = ()) -> RedisSink:
+    return RedisSink(RedisSinkOptions(url=url, maxlen=maxlen, state_hashes=state))
 
 
 async def run_throughput(
-    name: str, make: Callable[[], BenchSink], count: int, batch_size: int, prefix: str
+    name: str, make: Callable[[str], BenchSink], count: int, batch_size: int, prefix: str
 ) -> dict[str, Any]:
+    """``make(records_prefix)``: the sink, given the destination prefix of the run's records."""
     runs = []
     for run in range(3):
-        records = build_records(count, f"{prefix}.{run}.{time.monotonic_ns()}")
-        runs.append(await throughput(make(), records, batch_size))
+        run_prefix = f"{prefix}.{run}.{time.monotonic_ns()}"
+        records = build_records(count, run_prefix)
+        runs.append(await throughput(make(run_prefix), records, batch_size))
     result = {"scenario": name, "events": count, "batch": batch_size,
               "events_per_s": spread(runs, "events_per_s"), "cpu_percent": spread(runs, "cpu_percent"),
               "events_per_cpu_s": spread(runs, "events_per_cpu_s")}  # fmt: skip
@@ -218,12 +226,17 @@ async def main(quick: bool) -> None:
         print(f"{'throughput (min / median / max of 3)':<42} {'min':>10} {'median':>10} {'max':>10}")
         for compression in ("zstd", "none"):
             name = f"kafka send_batch, {compression}, batch 2000"
-            make = lambda c=compression: kafka_sink(kafka.address, c)  # noqa: E731
+            make = lambda _p, c=compression: kafka_sink(kafka.address, c)  # noqa: E731
             results.append(await run_throughput(name, make, kafka_events, 2000, f"bench.k{compression}"))
+        make = lambda p: kafka_sink(kafka.address, "zstd", state_of(p))  # noqa: E731
+        results.append(await run_throughput("kafka, zstd, + state topics", make, kafka_events, 2000, "bench.ks"))
         for maxlen in (None, 1_000_000):
             name = f"redis XADD pipeline 500{', MAXLEN ~' if maxlen else ''}"
-            make_redis = lambda m=maxlen: redis_sink(redis.address, m)  # noqa: E731
+            make_redis = lambda _p, m=maxlen: redis_sink(redis.address, m)  # noqa: E731
             results.append(await run_throughput(name, make_redis, redis_events, 500, "bench.r"))
+        make_redis = lambda p: redis_sink(redis.address, 1_000_000, state_of(p))  # noqa: E731
+        name = "redis, MAXLEN ~, + state hashes (Lua)"
+        results.append(await run_throughput(name, make_redis, redis_events, 500, "bench.rs"))
         print("publish latency at 5,000 events/s, 1 ms ticks")
         results.append(await run_latency("kafka, zstd, linger 0", lambda: kafka_sink(kafka.address, "zstd"),
                                          seconds, "bench.lat"))  # fmt: skip

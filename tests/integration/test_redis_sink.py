@@ -185,3 +185,22 @@ async def test_an_acl_user_publishes_and_a_wrong_password_is_unavailable_not_a_c
     with pytest.raises(SinkUnavailable):
         await wrong.start()
     assert "nope" not in repr(wrong._options)
+
+
+async def test_state_hashes_survive_a_flushed_script_cache_and_a_refused_entry_names_its_record(
+    redis_server: str, sink_factory: Callable[[RedisSinkOptions], RedisSink]
+) -> None:
+    stream, state = new_stream("marketdata"), new_stream("state.marketdata")
+    sink = sink_factory(RedisSinkOptions(url=redis_server, state_hashes=((stream, state),)))
+    await sink.start()
+    await sink.publish([quote_record(stream, 1, 1)])
+    await redis_command(redis_server, "SCRIPT", "FLUSH")  # what a restarted server looks like to EVALSHA
+    await sink.publish([quote_record(stream, 2, 1), quote_record(stream, 1, 2)])
+    fields = await redis_command(redis_server, "HGETALL", state)
+    latest = {key: orjson.loads(value)["event"]["id"] for key, value in fields.items()}
+    assert latest == {b"1": quote_record(stream, 1, 2).id, b"2": quote_record(stream, 2, 1).id}
+    other = new_stream("orders")
+    await redis_command(redis_server, "SET", other, "not a stream")
+    with pytest.raises(SinkRejected) as refused:
+        await sink.publish([quote_record(stream, 3, 1), order_record(other, 1, 1)])
+    assert refused.value.index == 1  # the leading SCRIPT LOAD does not shift the index

@@ -327,3 +327,30 @@ async def test_finished_orders_leave_the_state_destination_after_their_retention
     assert str(filled) not in remaining and str(filled) in history  # gone from the state, not from the stream
     assert ":Filled:" in history[str(filled)]
     assert remaining.get(str(open_order)) == history[str(open_order)]  # the open order stays
+
+
+@pytest.mark.parametrize("broker", ["kafka", "redis"])
+async def test_an_unsubscribed_conid_leaves_the_market_data_state_and_the_others_stay(
+    broker: str, request: pytest.FixtureRequest, sim_process: SimProcess, tmp_path: Path
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    address = request.getfixturevalue("kafka_broker" if broker == "kafka" else "redis_server")
+    sink = kafka_sink(address) if broker == "kafka" else {"url": address}
+    settings = settings_for(sim_process, tmp_path, sink, prefix)
+    state_name, stream_name = f"{prefix}.state.marketdata.v1", f"{prefix}.marketdata.v1"
+    async with running(settings) as (bridge, acked):
+        await eventually(lambda: acked.counts[stream_name] >= 20, "quotes published")
+        await bridge.unsubscribe({"key": "md:8314"})
+        await eventually(lambda: [r.key for r in acked.tombstones] == [b"8314"], "the conid's tombstone")
+        published = acked.counts[stream_name]
+        await eventually(lambda: acked.counts[stream_name] >= published + 5, "quotes of the other conids")
+    if broker == "kafka":
+        async with KafkaReader(address, state_name) as state:
+            await eventually(lambda: len(state.records) >= acked.counts[state_name] + acked.counts[stream_name],
+                             "state topic read")  # fmt: skip
+        remaining = state.state()
+    else:
+        client = aioredis.Redis.from_url(address)
+        remaining = {k.decode(): orjson.loads(v)["event"]["id"] for k, v in (await client.hgetall(state_name)).items()}
+        await client.aclose()
+    assert set(remaining) == {"265598", "4815747"}
