@@ -340,7 +340,7 @@ async def test_an_unsubscribed_conid_leaves_the_market_data_state_and_the_others
     state_name, stream_name = f"{prefix}.state.marketdata.v1", f"{prefix}.marketdata.v1"
     async with running(settings) as (bridge, acked):
         await eventually(lambda: acked.counts[stream_name] >= 20, "quotes published")
-        await bridge.unsubscribe({"key": "md:8314"})
+        await bridge.admin.unsubscribe({"key": "md:8314"})
         await eventually(lambda: [r.key for r in acked.tombstones] == [b"8314"], "the conid's tombstone")
         published = acked.counts[stream_name]
         await eventually(lambda: acked.counts[stream_name] >= published + 5, "quotes of the other conids")
