@@ -223,7 +223,7 @@ def translate(exc: BaseException, index: int | None) -> SinkRejected | SinkUnava
 # --------------------------------------------------------------------------- the sink
 
 
-_Entry = tuple[int, str, Record]  # index in the batch, topic, record
+_Entry = tuple[int, str, bytes, bytes | None, bytes]  # index in the batch, topic, key, value, headers
 
 
 class _PartitionBatch:
@@ -307,7 +307,7 @@ class KafkaSink:
         entries = self._entries(batch)
         counts = {
             topic: await self._partition_count(producer, topic, batch)
-            for topic in {topic for _, topic, _ in entries}
+            for topic in {entry[1] for entry in entries}
         }
         plan = self._plan(entries, counts)
         futures: list[asyncio.Future[Any]] = []
@@ -340,40 +340,18 @@ class KafkaSink:
         return next(i for i, r in enumerate(batch) if topic in (r.destination, state_of.get(r.destination)))
 
     def _entries(self, batch: Sequence[Record]) -> list[_Entry]:
-        """``(index, topic, record)`` for every record, then for every state copy."""
-        entries = [(index, record.destination, record) for index, record in enumerate(batch)]
-        state_of = self._state_of
-        if state_of:
-            entries += [(index, state_of[topic], record) for index, topic, record in entries
-                        if topic in state_of]  # fmt: skip
-        return entries
+        """Every record as ``(index, topic, key, value, headers)``, then every state copy (the
+        same key, value and headers on the state topic): each record is encoded once.
 
-    def _plan(self, entries: Sequence[_Entry], counts: dict[str, int]) -> list[_PartitionBatch]:
-        """Fill one builder per partition (more when one fills up); sync, so nothing interleaves.
-
-        Records go to our own :class:`RecordBatchBuilder` (the bytes aiokafka's builder would
-        write, with the header section encoded once per event type): see ``kafka_batch``.
-        """
-        plan: list[_PartitionBatch] = []
-        maps = self._partition_maps(counts)
-        open_parts: dict[str, list[_PartitionBatch | None]] = {t: [None] * n for t, n in counts.items()}
+        The header section of a codec record is encoded with the constant CloudEvents headers of
+        its event type cached (see ``kafka_headers``); a tombstone has a null value."""
         structured, section_of = self._structured, self._header_section
         enveloped = section_of.enveloped
-        codec, batch_bytes = self._options.compression, self._options.max_batch_bytes
-        timestamp_ms = time.time_ns() // 1_000_000  # CreateTime of every record of this publish
         gate = self._options.max_record_bytes - _HEADER_ALLOWANCE_BYTES
-        topic = ""
-        by_key: dict[bytes, int] = {}
-        parts: list[_PartitionBatch | None] = []
+        entries: list[_Entry] = []
+        append = entries.append
         value: bytes | None
-        for index, destination, record in entries:
-            if destination != topic:
-                topic = destination
-                by_key, parts = maps[topic], open_parts[topic]
-            key = record.key
-            partition = by_key.get(key)
-            if partition is None:
-                partition = by_key[key] = default_partition(key, counts[topic])
+        for index, record in enumerate(batch):
             if not record.data:  # a tombstone: a null value, which compaction treats as a delete
                 value, headers = None, section_of(record.attributes)
             elif structured:
@@ -382,8 +360,35 @@ class KafkaSink:
                 value, headers = record.data, enveloped(head, record.envelope_tail)  # type: ignore[arg-type]
             else:
                 value, headers = record.data, section_of(record.attributes)
-            if value is not None and len(value) + len(key) > gate:
+            if value is not None and len(value) + len(record.key) > gate:
                 self._check_size(index, record, value)
+            append((index, record.destination, record.key, value, headers))
+        state_of = self._state_of
+        if state_of:
+            entries += [(i, state_of[topic], k, v, h) for i, topic, k, v, h in entries if topic in state_of]
+        return entries
+
+    def _plan(self, entries: Sequence[_Entry], counts: dict[str, int]) -> list[_PartitionBatch]:
+        """Fill one builder per partition (more when one fills up); sync, so nothing interleaves.
+
+        Records go to our own :class:`RecordBatchBuilder` (the bytes aiokafka's builder would
+        write): see ``kafka_batch``.
+        """
+        plan: list[_PartitionBatch] = []
+        maps = self._partition_maps(counts)
+        open_parts: dict[str, list[_PartitionBatch | None]] = {t: [None] * n for t, n in counts.items()}
+        codec, batch_bytes = self._options.compression, self._options.max_batch_bytes
+        timestamp_ms = time.time_ns() // 1_000_000  # CreateTime of every record of this publish
+        topic = ""
+        by_key: dict[bytes, int] = {}
+        parts: list[_PartitionBatch | None] = []
+        for index, destination, key, value, headers in entries:
+            if destination != topic:
+                topic = destination
+                by_key, parts = maps[topic], open_parts[topic]
+            partition = by_key.get(key)
+            if partition is None:
+                partition = by_key[key] = default_partition(key, counts[topic])
             part = parts[partition]
             if part is None or not part.add(key, value, headers):
                 generation = 0 if part is None else part.generation + 1

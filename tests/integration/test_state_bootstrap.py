@@ -41,7 +41,7 @@ def settings_for(sim: SimProcess, tmp_path: Path, sink: dict[str, Any], prefix: 
         "sink": sink,
         "destinations": {family: f"{prefix}.{name.removeprefix('ibkr.')}" for family, name in DEFAULT_DESTINATIONS.items()},
         "delivery": {"spool_dir": str(tmp_path / "spool"), "linger_ms": 1},
-        "state": state,
+        **({"state": state} if state else {}),
         "admin": {"port": 0},
     })  # fmt: skip
 
@@ -284,7 +284,9 @@ async def test_a_redis_state_entry_names_its_stream_entry_and_carries_the_whole_
         await eventually(lambda: acked.counts[f"{prefix}.marketdata.v1"] >= 5, "quotes published")
     client = aioredis.Redis.from_url(redis_server)
     try:
-        for key, value in (await client.hgetall(f"{prefix}.state.marketdata.v1")).items():
+        state = await client.hgetall(f"{prefix}.state.marketdata.v1")
+        assert set(state) == {b"265598", b"8314", b"4815747"}
+        for key, value in state.items():
             entry = orjson.loads(value)
             ((_entry_id, fields),) = await client.xrange(f"{prefix}.marketdata.v1", entry["entry"], entry["entry"])
             assert fields[b"key"] == key and fields[b"id"].decode() == entry["event"]["id"]
