@@ -15,7 +15,9 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -25,7 +27,7 @@ from bridge.codec import EnvelopeContext, encode, encode_quote
 from bridge.config import Settings, secret
 from bridge.delivery.buffer import DeliveryBuffer
 from bridge.delivery.spool import Spool
-from bridge.errors import SinkError
+from bridge.errors import SinkError, SubscriptionRefused
 from bridge.events import (
     AccountLedger,
     AccountProperties,
@@ -99,8 +101,8 @@ class MeteredNormalizer(Normalizer):
     of events it takes); every other frame is counted as it is normalized.
     """
 
-    def __init__(self, metrics: BridgeMetrics) -> None:
-        super().__init__()
+    def __init__(self, metrics: BridgeMetrics, bars_time_zone: tzinfo = UTC) -> None:
+        super().__init__(bars_time_zone)
         self._metrics = metrics
 
     def _tally_frame(self, events: list[Event], data: bytes | str, received_ns: int) -> None:
@@ -176,11 +178,11 @@ def build_sink(settings: Settings) -> Sink:
 
 
 def desired_subscriptions(settings: Settings, default_account: str | None) -> list[Subscription]:
+    """The configured subscriptions, except book ladders left to the gateway's selected account
+    (:func:`books_without_account`)."""
     subs = settings.subscriptions
-    wanted = []
-    for target in subs.market_data.conids:
-        conid, exchange = _conid_and_exchange(target)
-        wanted.append(Subscription.market_data(conid, subs.market_data.fields, exchange))
+    fields = subs.market_data.fields
+    wanted = [Subscription.market_target(target, fields) for target in subs.market_data.conids]
     if subs.orders:
         wanted.append(Subscription.orders())
     if subs.executions:
@@ -191,17 +193,36 @@ def desired_subscriptions(settings: Settings, default_account: str | None) -> li
     wanted += [Subscription.ledger(account) for account in subs.account_ledger]
     for book in subs.book:
         account = book.account or default_account
-        if account is None:
-            raise ValueError(f"subscriptions.book conid {book.conid}: no account (set it or gateway.account)")
-        wanted.append(Subscription.book(account, _conid_and_exchange(book.conid)[0], book.exchange))
+        if account is not None:
+            wanted.append(Subscription.book(account, int(book.conid), book.exchange))
+    wanted += [bars_subscription(bars.model_dump()) for bars in subs.bars]
     return wanted
 
 
-def _conid_and_exchange(target: str) -> tuple[int, str | None]:
-    conid, _, exchange = target.partition("@")
+def books_without_account(settings: Settings) -> list[tuple[int, str | None]]:
+    """Book ladders with no account and no ``gateway.account``: subscribed once ``/iserver/accounts``
+    names the selected account."""
+    if settings.gateway.account:
+        return []
+    return [(int(book.conid), book.exchange) for book in settings.subscriptions.book if not book.account]
+
+
+BARS_FORMAT = "%o/%c/%h/%l/%v"  # every bar value (reference §2.2)
+
+
+def bars_subscription(spec: Mapping[str, Any]) -> Subscription:
+    """A bars subscription from its config or admin form (``conid``, ``period``, ``bar``, ``source``,
+    ``outside_rth``, ``stream``)."""
+    conid = str(spec.get("conid", ""))
     if not conid.isdigit():
-        raise ValueError(f"market data target {target!r}: expected CONID or CONID@EXCHANGE")
-    return int(conid), exchange or None
+        raise ValueError(f'bars needs "conid" as digits, got {conid!r}')
+    params = {"period": str(spec.get("period") or "1d"), "bar": str(spec.get("bar") or "5min"),
+              "source": str(spec.get("source") or "trades"), "outsideRth": bool(spec.get("outside_rth")),
+              "format": BARS_FORMAT}  # fmt: skip
+    stream = spec.get("stream", True)
+    if not isinstance(stream, bool):
+        raise ValueError(f'bars "stream" must be true or false, got {stream!r}')
+    return Subscription.bars(int(conid), params, stream)
 
 
 @dataclass(slots=True)
@@ -252,13 +273,17 @@ class Bridge:
             on_acked=self._acked,
         )
         session = SessionSettings(**settings.session.model_dump())
-        self.protocol = GatewayProtocol(session, desired_subscriptions(settings, settings.gateway.account))
+        self.protocol = GatewayProtocol(
+            session,
+            desired_subscriptions(settings, settings.gateway.account),
+            books_without_account=books_without_account(settings),
+        )
         gateway = settings.gateway
         ca_file = str(gateway.ca_file) if gateway.ca_file else None
         self.rest = GatewayRest(
             RestSettings(base_url=f"{gateway.url}/v1/api", insecure_tls=gateway.insecure_tls, ca_file=ca_file)
         )
-        self.normalizer = MeteredNormalizer(self.metrics)
+        self.normalizer = MeteredNormalizer(self.metrics, ZoneInfo(gateway.bars_time_zone))
         self.connection = GatewayConnection(
             self.protocol,
             self.rest,
@@ -423,9 +448,16 @@ class Bridge:
         ]
 
     async def subscribe(self, spec: dict[str, Any]) -> dict[str, Any]:
-        sub = _subscription_from_spec(spec, self.settings)
-        await self.connection.subscribe(sub)
-        return {"subscribed": sub.key}
+        sub = _subscription_from_spec(spec, self.settings, self.protocol.default_account)
+        try:
+            replaced = await self.connection.subscribe(sub)
+        except SubscriptionRefused:
+            self.metrics.subscription_refused(sub.channel, "limit")
+            raise
+        answer = {"subscribed": sub.key}
+        if replaced is not None and replaced.subscribe != sub.subscribe:
+            answer["replaced"] = replaced.subscribe  # one ladder per account: the previous one is cancelled
+        return answer
 
     async def unsubscribe(self, spec: dict[str, Any]) -> dict[str, Any]:
         key = spec.get("key")
@@ -533,12 +565,13 @@ def _reason_label(reason: str | None) -> str:
     return head if head.isidentifier() else "other"
 
 
-def _subscription_from_spec(spec: Mapping[str, Any], settings: Settings) -> Subscription:
+def _subscription_from_spec(
+    spec: Mapping[str, Any], settings: Settings, default_account: str | None
+) -> Subscription:
     kind = spec.get("type")
     if kind == "market_data":
-        conid, exchange = _conid_and_exchange(str(spec.get("conid", "")))
         fields = spec.get("fields") or settings.subscriptions.market_data.fields
-        return Subscription.market_data(conid, [str(f) for f in fields], exchange)
+        return Subscription.market_target(str(spec.get("conid", "")), [str(f) for f in fields])
     if kind == "orders":
         return Subscription.orders()
     if kind == "executions":
@@ -550,4 +583,23 @@ def _subscription_from_spec(spec: Mapping[str, Any], settings: Settings) -> Subs
         if not isinstance(account, str):
             raise ValueError(f'{kind} needs "account"')
         return Subscription.summary(account) if kind == "account_summary" else Subscription.ledger(account)
-    raise ValueError('"type" must be market_data, orders, executions, pnl, account_summary or account_ledger')
+    if kind == "bars":
+        return bars_subscription(spec)
+    if kind == "book":
+        return _book_from_spec(spec, settings.gateway.account or default_account)
+    raise ValueError(
+        '"type" must be market_data, orders, executions, pnl, account_summary, account_ledger, bars or book'
+    )
+
+
+def _book_from_spec(spec: Mapping[str, Any], default_account: str | None) -> Subscription:
+    conid, exchange, account = str(spec.get("conid", "")), spec.get("exchange"), spec.get("account")
+    if not conid.isdigit():
+        raise ValueError(f'book needs "conid" as digits, got {conid!r}')
+    if exchange is not None and not isinstance(exchange, str):
+        raise ValueError(f'book "exchange" must be a string, got {exchange!r}')
+    if account is None:
+        account = default_account
+    if not isinstance(account, str) or not account:
+        raise ValueError('book needs "account": the gateway has not named its selected account yet')
+    return Subscription.book(account, int(conid), exchange or None)

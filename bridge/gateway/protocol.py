@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from bridge.backoff import Backoff
+from bridge.errors import SubscriptionRefused
 from bridge.events import (
     AuthStatus,
     Bars,
@@ -61,6 +62,7 @@ from bridge.gateway.subscriptions import (
     Subscription,
     watch_key,
 )
+from bridge.gateway.wire import is_combo
 
 # The session's vocabulary lives in session.py and subscriptions.py; importers may keep using this module.
 __all__ = ["Action", "ExpectSnapshot", "GatewayProtocol", "HistoryRequest", "PollAuthStatus",
@@ -97,6 +99,7 @@ class GatewayProtocol:
         subscriptions: Iterable[Subscription] = (),
         rng: random.Random | None = None,
         backoff: Backoff | None = None,
+        books_without_account: Iterable[tuple[int, str | None]] = (),
     ) -> None:
         self.settings = settings or SessionSettings()
         self.backoff = backoff or Backoff(self.settings.backoff_policy(), rng or random.Random())
@@ -104,6 +107,8 @@ class GatewayProtocol:
         self.session_epoch = 0
         self.reconnect_at_ns: int | None = None
         self._desired = DesiredSubscriptions(subscriptions)
+        self.default_account: str | None = None  # the gateway's selected account, once listed
+        self._books_without_account = list(books_without_account)  # (conid, exchange), see account_listed
         self._live: dict[str, _Live] = {}
         self._maybe_live: set[str] = set()  # sent before an auth loss on this socket
         self._pending_unsub: dict[str, str] = {}
@@ -188,7 +193,7 @@ class GatewayProtocol:
         self._emit(LifecycleKind.DISCONNECTED, now_ns, reason)
         if was_usable:
             self._open_gap(reason, now_ns)
-        self._history.requeue()
+        self._history.requeue()  # subscriptions die with the socket (reference §6.3)
         self._reset_socket(now_ns, None)
         self._outbox.clear()
         self._schedule_reconnect(now_ns)
@@ -225,8 +230,12 @@ class GatewayProtocol:
         if not self.usable:
             return
         by_key, live_of = self._desired.key_for_watch, self._live.get
-        for conid in {quote.conid for quote in quotes}:
-            key = by_key(f"md:{conid}")
+        watched = {f"md:{conid}" for conid in {quote.conid for quote in quotes}}
+        if self._desired.has_combos:  # a combo is watched by its full target (subscriptions.watch_key)
+            combos = (quote for quote in quotes if quote.conid_ex and is_combo(quote.conid_ex))
+            watched.update(watch_key(quote) or "" for quote in combos)
+        for watch in watched:
+            key = by_key(watch)
             live = live_of(key) if key else None
             if live is not None:
                 live.quiet_since_ns = now_ns
@@ -304,7 +313,8 @@ class GatewayProtocol:
         self._outbox = [f for f in self._outbox if not _is_subscribe(f)]
         self._maybe_live = set(self._live)
         self._live.clear()
-        self._history.requeue()
+        for frame in self._history.requeue():  # open bars streams: released if auth returns on this socket
+            self._pending_unsub[frame] = frame
         self.backoff.unhealthy()
         if was_usable:
             self._open_gap(reason, now_ns)
@@ -333,28 +343,53 @@ class GatewayProtocol:
 
     # ------------------------------------------------------------------------------ subscriptions
 
-    def subscribe(self, sub: Subscription, now_ns: int) -> None:
-        """Add (or replace) a desired subscription; sent now only if the socket is usable."""
+    def subscribe(self, sub: Subscription, now_ns: int) -> Subscription | None:
+        """Add (or replace) a desired subscription; sent now only if the socket is usable. Returns
+        the subscription it replaced (a second book ladder for one account replaces the first).
+
+        Raises SubscriptionRefused for a bars subscription beyond ``smh_max_concurrent``."""
+        limit = self.settings.smh_max_concurrent
+        if sub.channel == "mh" and sub.key not in self._desired and self._desired.count("mh") >= limit:
+            raise SubscriptionRefused(
+                f"bars {sub.key}: the gateway serves at most {limit} historical-bars requests (smh) at once "
+                f"and {limit} bars subscriptions are held; remove one first (DELETE /subscriptions)"
+            )
         old = self._desired.put(sub)
         if not self.usable:
-            return
-        if old is not None and sub.key in self._live:
-            if old.subscribe == sub.subscribe:
-                return
-            if sub.channel != "md":
+            return old
+        if old is not None and old.key in self._live:
+            if old.subscribe == sub.subscribe and old.stream == sub.stream:
+                return old
+            if sub.channel == "mh":
+                self._outbox.extend(self._history.cancel(old.key))
+            elif sub.channel != "md":
                 self._outbox.append(old.unsubscribe)
         self._send_subscribe(sub, now_ns)
+        if sub.channel == "mh":
+            self._pump_history(now_ns)
+        return old
 
     def unsubscribe(self, key: str, now_ns: int) -> bool:
         """Drop a desired subscription; returns whether it was desired."""
         sub = self._desired.pop(key)
         if sub is None:
             return False
-        if self._live.pop(key, None) is not None:
+        if sub.channel == "mh":
+            self._live.pop(key, None)
+            self._outbox.extend(self._history.cancel(key))  # umh+<serverId>, now or once answered
+        elif self._live.pop(key, None) is not None:
             self._outbox.append(sub.unsubscribe)
         elif key in self._maybe_live:
             self._pending_unsub[key] = sub.unsubscribe
         return True
+
+    def account_listed(self, account: str, now_ns: int) -> None:
+        """The gateway's selected account (``/iserver/accounts``), the default for book ladders:
+        those waiting for an account (``books_without_account``) are subscribed now."""
+        self.default_account = account
+        waiting, self._books_without_account = self._books_without_account, []
+        for conid, exchange in waiting:
+            self.subscribe(Subscription.book(account, conid, exchange), now_ns)
 
     def request_history(self, request: HistoryRequest, now_ns: int) -> None:
         """Queue a one-shot ``smh``; at most ``smh_max_concurrent`` are in flight."""
@@ -367,7 +402,10 @@ class GatewayProtocol:
     ) -> None:
         if sub.channel == "md":
             self._actions.append(ExpectSnapshot(sub.key.partition(":")[2]))
-        self._outbox.append(sub.subscribe)
+        if sub.channel == "mh":
+            self._history.add(HistoryRequest.of(sub))  # sent as slots free up (_pump_history)
+        else:
+            self._outbox.append(sub.subscribe)
         quiet = now_ns if quiet_since_ns is None else quiet_since_ns
         self._live[sub.key] = _Live(sent_ns=now_ns, quiet_since_ns=quiet, stale=stale)
 
@@ -375,9 +413,7 @@ class GatewayProtocol:
         self._outbox.extend(self._history.send(now_ns))
 
     def _on_bars(self, bars: Bars) -> None:
-        self._history.answered(bars.conid)
-        if bars.server_id:
-            self._outbox.append(wire.umh(bars.server_id))
+        self._outbox.extend(self._history.answered(bars))
         if self.usable:
             self._pump_history(self._last_frame_ns)
 

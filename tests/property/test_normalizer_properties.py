@@ -159,7 +159,7 @@ def builds(cls: type[Any]) -> st.SearchStrategy[Any]:
     return st.builds(cls, **kwargs)
 
 
-@settings(max_examples=30, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_every_event_type_round_trips_through_the_codec_and_validates(data: st.DataObject) -> None:
     for cls in EVENT_TYPES:
