@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.errors import ConfigError
-from bridge.gateway.fields import DEFAULT_MARKET_DATA_FIELDS
-from bridge.gateway.wire import market_data_target, split_market_data_targets
+from bridge.ingest.fields import DEFAULT_MARKET_DATA_FIELDS
+from bridge.ingest.wire import market_data_target, split_market_data_targets
 
 SMH_MAX_CONCURRENT = 5  # the gateway's limit on concurrent historical requests (reference §2.2)
 
@@ -39,7 +39,8 @@ class GatewaySettings(_Section):
     session: SecretStr | None = None  # tickle session id override; env BRIDGE_GATEWAY__SESSION
     session_file: Path | None = None
     account: str | None = None  # default account for ssd/sld/sbd; else the gateway's selected account
-    # smh startTime carries no zone; the live frames read consistently only as UTC (bridge.gateway.history)
+    # smh startTime carries no zone; the live frames read consistently only as UTC
+    # (bridge.ingest.normalize.history)
     bars_time_zone: str = "UTC"
 
     @field_validator("bars_time_zone")
@@ -67,7 +68,7 @@ class GatewaySettings(_Section):
 
 
 class SessionConfig(_Section):
-    """Maps onto ``bridge.gateway.protocol.SessionSettings``."""
+    """Maps onto ``bridge.ingest.session_types.SessionSettings``."""
 
     tic_interval_s: float = Field(30.0, gt=0)
     tickle_interval_s: float = Field(60.0, gt=0)

@@ -29,7 +29,7 @@ from bridge.events import (
     Pnl,
     Quote,
 )
-from bridge.gateway.wire import COMBO_SEPARATOR
+from bridge.ingest.wire import COMBO_SEPARATOR
 
 DEFAULT_DESTINATIONS: dict[str, str] = {
     "marketdata": "ibkr.marketdata.v1",

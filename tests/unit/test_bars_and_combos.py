@@ -11,8 +11,8 @@ import pytest
 
 from bridge.codec import EnvelopeContext, encode
 from bridge.events import Bars, DeadLetter, Quote
-from bridge.gateway import wire
-from bridge.gateway.normalizer import Normalizer
+from bridge.ingest import wire
+from bridge.ingest.normalize.normalizer import Normalizer
 from bridge.routing import Router
 
 SESSIONS = Path(__file__).parents[1] / "data" / "sessions"

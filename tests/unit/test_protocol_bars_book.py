@@ -9,7 +9,9 @@ import pytest
 from bridge.backoff import Backoff, BackoffPolicy
 from bridge.errors import SubscriptionRefused
 from bridge.events import AuthStatus, Bars, Quote
-from bridge.gateway.protocol import GatewayProtocol, HistoryRequest, SessionSettings, Subscription
+from bridge.ingest.session import GatewayProtocol
+from bridge.ingest.session_types import SessionSettings
+from bridge.ingest.subscriptions import HistoryRequest, Subscription
 
 S = 1_000_000_000
 AUTHENTICATED = AuthStatus(authenticated=True, competing=False, connected=True)

@@ -20,9 +20,9 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from bridge.events import Bar, BarExtreme, Bars, BookLadder, BookRow
-from bridge.gateway import wire
-from bridge.gateway.fields import Unparsed, to_bool, to_float, to_int, to_text
-from bridge.gateway.trading import ElementError
+from bridge.ingest import wire
+from bridge.ingest.fields import Unparsed, to_bool, to_float, to_int, to_text
+from bridge.ingest.normalize.trading import ElementError
 
 START_TIME_FORMAT = "%Y%m%d-%H:%M:%S"
 
