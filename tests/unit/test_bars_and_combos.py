@@ -140,3 +140,13 @@ def test_a_comma_list_keeps_a_combo_whole() -> None:
     text = "265598,28812380;;;265598/1,8314/-1, 8314@NYSE,0;;;1/1,2/-1"
     assert wire.split_market_data_targets(text) == ["265598", "28812380;;;265598/1,8314/-1", "8314@NYSE",
                                                     "0;;;1/1,2/-1"]  # fmt: skip
+
+
+def test_a_combo_on_the_command_line_becomes_one_smd_subscription_with_its_full_target() -> None:
+    from bridge.app import desired_subscriptions
+    from bridge.cli import build_parser, run_overrides
+    from bridge.config import load_settings
+
+    args = build_parser().parse_args(["run", "--market-data", "265598,28812380;;;265598/1,8314/-1"])
+    subs = desired_subscriptions(load_settings(None, run_overrides(args)), None)
+    assert [s.subscribe.split("+{")[0] for s in subs] == ["smd+265598", "smd+28812380;;;265598/1,8314/-1"]
