@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import random
 
+import orjson
 import pytest
 
 from bridge.backoff import Backoff, BackoffPolicy
 from bridge.errors import SubscriptionRefused
-from bridge.events import AuthStatus, Bars, Quote
-from bridge.ingest.session import GatewayProtocol
+from bridge.events import AuthStatus, Bars, Lifecycle
+from bridge.ingest.session import GatewaySession
 from bridge.ingest.session_types import SessionSettings
 from bridge.ingest.subscriptions import HistoryRequest, Subscription
 
@@ -28,14 +29,14 @@ def answer(conid: int, server_id: str, tick_num: int | None = None) -> Bars:
                 partial=tick_num is not None, tick_num=tick_num)  # fmt: skip
 
 
-def make(*subs: Subscription, **kwargs: object) -> GatewayProtocol:
+def make(*subs: Subscription, **kwargs: object) -> GatewaySession:
     backoff = Backoff(BackoffPolicy.no_delay(), random.Random(0))
-    return GatewayProtocol(SessionSettings(), subs, backoff=backoff, **kwargs)  # type: ignore[arg-type]
+    return GatewaySession(SessionSettings(), subs, backoff=backoff, **kwargs)  # type: ignore[arg-type]
 
 
-def usable(p: GatewayProtocol, now_ns: int = 0) -> list[str]:
+def usable(p: GatewaySession, now_ns: int = 0) -> list[str]:
     p.connection_opened(now_ns, session_id="sess-1")
-    p.events_received([AUTHENTICATED], now_ns)
+    p.apply_events([AUTHENTICATED], now_ns)
     return p.frames_to_send()
 
 
@@ -52,7 +53,7 @@ def test_a_streaming_subscription_stays_open_for_its_updates_and_is_released_wit
     sub = bars_sub(265598)
     p = make(sub)
     usable(p)
-    p.events_received([answer(265598, "4379500"), answer(265598, "4379500", tick_num=1)], S)
+    p.apply_events([answer(265598, "4379500"), answer(265598, "4379500", tick_num=1)], S)
     assert p.frames_to_send() == []
     assert p.unsubscribe(sub.key, 2 * S)
     assert p.frames_to_send() == ["umh+4379500"]
@@ -61,7 +62,7 @@ def test_a_streaming_subscription_stays_open_for_its_updates_and_is_released_wit
 def test_a_one_shot_subscription_is_released_right_after_its_first_answer() -> None:
     p = make(bars_sub(265598, stream=False))
     usable(p)
-    p.events_received([answer(265598, "77")], S)
+    p.apply_events([answer(265598, "77")], S)
     assert p.frames_to_send() == ["umh+77"]
 
 
@@ -71,7 +72,7 @@ def test_unsubscribing_before_the_answer_releases_the_answer_when_it_comes() -> 
     usable(p)
     p.unsubscribe(sub.key, S)
     assert p.frames_to_send() == []
-    p.events_received([answer(265598, "55")], 2 * S)
+    p.apply_events([answer(265598, "55")], 2 * S)
     assert p.frames_to_send() == ["umh+55"]
 
 
@@ -87,7 +88,7 @@ def test_two_subscriptions_on_one_conid_are_answered_in_order_and_released_by_th
     minute, hour = bars_sub(265598, "1min"), bars_sub(265598, "1h", stream=False)
     p = make(minute, hour)
     usable(p)
-    p.events_received([answer(265598, "1"), answer(265598, "2")], S)
+    p.apply_events([answer(265598, "1"), answer(265598, "2")], S)
     assert p.frames_to_send() == ["umh+2"]  # the one-shot; the stream stays open
     p.unsubscribe(minute.key, 2 * S)
     assert p.frames_to_send() == ["umh+1"]
@@ -96,11 +97,11 @@ def test_two_subscriptions_on_one_conid_are_answered_in_order_and_released_by_th
 def test_open_streams_and_one_shots_share_the_gateway_five_slots() -> None:
     p = make(*(bars_sub(conid) for conid in range(1, 5)))
     usable(p)
-    p.events_received([answer(conid, str(conid)) for conid in range(1, 5)], S)
+    p.apply_events([answer(conid, str(conid)) for conid in range(1, 5)], S)
     for conid in (10, 11):
         p.request_history(HistoryRequest.bars(conid), S)
     assert smh(p.frames_to_send()) == ["smh+10+{}"]  # one slot left
-    p.events_received([answer(10, "10")], 2 * S)
+    p.apply_events([answer(10, "10")], 2 * S)
     assert p.frames_to_send() == ["umh+10", "smh+11+{}"]
 
 
@@ -108,7 +109,7 @@ def test_bars_subscriptions_are_requested_again_after_a_reconnect() -> None:
     sub = bars_sub(265598)
     p = make(sub)
     usable(p)
-    p.events_received([answer(265598, "1")], S)
+    p.apply_events([answer(265598, "1")], S)
     p.connection_lost("closed", 2 * S)
     assert smh(usable(p, 3 * S)) == [sub.subscribe]
 
@@ -117,32 +118,32 @@ def test_after_an_auth_loss_on_the_same_socket_open_streams_are_released_before_
     sub = bars_sub(265598)
     p = make(sub)
     usable(p)
-    p.events_received([answer(265598, "1")], S)
-    p.events_received([LOST], 2 * S)
+    p.apply_events([answer(265598, "1")], S)
+    p.apply_events([LOST], 2 * S)
     p.frames_to_send()
-    p.events_received([AUTHENTICATED], 3 * S)
+    p.apply_events([AUTHENTICATED], 3 * S)
     assert smh(p.frames_to_send()) == ["umh+1", sub.subscribe]
 
 
 # ------------------------------------------------------------------------------------------- combos
 
 
-def combo_quote(target: str) -> Quote:
-    return Quote(conid=28812380, conid_ex=target, updated_ms=1, server_id="q1", snapshot=False, changed=("last",),
-                 values={"last": 1.0})  # fmt: skip
+def combo_frame(target: str, updated_ms: int) -> bytes:
+    return orjson.dumps({"topic": f"smd+{target}", "conidEx": target, "conid": 28812380, "_updated": updated_ms,
+                         "31": f"{updated_ms}.0"})  # fmt: skip
 
 
 def test_two_combos_on_one_spread_conid_are_each_kept_alive_by_their_own_quotes() -> None:
     first = Subscription.market_target("28812380;;;265598/1,8314/-1", ["31"])
     second = Subscription.market_target("28812380;;;265598/1,8314/+2", ["31"])
-    p = GatewayProtocol(SessionSettings(expected_cadence_s={"md": 10.0}, stale_after_s=1000, tic_interval_s=1000,
-                                        tickle_interval_s=1000), (first, second))  # fmt: skip
+    p = GatewaySession(SessionSettings(expected_cadence_s={"md": 10.0}, stale_after_s=1000, tic_interval_s=1000,
+                                       tickle_interval_s=1000), (first, second))  # fmt: skip
     usable(p)
-    p.events_to_publish()
+    p.events_received()
     for now in range(5, 40, 5):
-        p.quotes_received([combo_quote(first.key[3:]), combo_quote(second.key[3:])], now * S)
+        p.receive_frames([combo_frame(first.key[3:], now), combo_frame(second.key[3:], now)], now * S)
         p.tick(now * S)
-    assert [e.kind.value for e in p.events_to_publish()] == []
+    assert [e for e in p.events_received() if isinstance(e, Lifecycle)] == []
     assert p.frames_to_send() == []
 
 
