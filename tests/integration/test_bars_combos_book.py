@@ -128,7 +128,7 @@ async def test_combos_and_book_ladders_from_config_and_admin_reach_their_destina
     ladders: list[dict[bytes, bytes]] = []
 
     async def enough() -> bool:
-        if not answers and bridge.protocol.usable:
+        if not answers and bridge.session.usable:
             answers.append(await admin(bridge, "POST", {"type": "market_data", "conid": COMBO_2}))
             answers.append(await admin(bridge, "POST", {"type": "book", "conid": "8314", "account": "DU7654321"}))
         quotes[:] = await read_stream(redis_server, names["marketdata"], 10_000, timeout_s=0.2)
@@ -157,10 +157,10 @@ async def test_a_sixth_bars_subscription_is_refused_over_admin_and_counted(
     metrics: list[str] = []
 
     async def done() -> bool:
-        if bridge.protocol.usable and not answers:
+        if bridge.session.usable and not answers:
             for conid in (265598, 8314, 272093, 4815747, 76792991, 3691937):
                 answers.append(await admin(bridge, "POST", {"type": "bars", "conid": str(conid), "bar": "1h"}))
-            metrics.append(bridge.render_metrics().decode())
+            metrics.append(bridge.admin.render_metrics().decode())
             answers.append(await admin(bridge, "DELETE", {"key": answers[0][1]["subscribed"]}))
         open_smh[:] = [len(c["subscriptions"]["smh"]) for c in live_sim.gateway.stats()["connections"]]
         return bool(answers) and open_smh == [4]  # the DELETE released its stream with umh+<serverId>
