@@ -23,6 +23,7 @@ from bridge.admin import build_admin_app, start_admin
 from bridge.backoff import BackoffPolicy
 from bridge.codec import EnvelopeContext, encode, encode_quote
 from bridge.config import Settings, secret
+from bridge.dead_letters import unencodable
 from bridge.delivery.buffer import DeliveryBuffer
 from bridge.delivery.spool import Spool
 from bridge.errors import SinkError
@@ -56,7 +57,7 @@ from bridge.gateway.protocol import GatewayProtocol, SessionSettings, Subscripti
 from bridge.gateway.rest import GatewayRest, RestSettings
 from bridge.metrics import BridgeMetrics
 from bridge.publisher import Publisher
-from bridge.routing import Router
+from bridge.routing import Route, Router
 from bridge.sinks.base import Record, Sink
 from bridge.sinks.kafka import KafkaSink, KafkaSinkOptions
 from bridge.sinks.memory import MemorySink
@@ -290,7 +291,10 @@ class Bridge:
             if type(event) is Quote:  # the bulk of the traffic: no side effect here, one encoder
                 destination = quote_route(event)
                 if destination is not None:
-                    records.append(encode_quote(event, destination, envelope, received_ns))
+                    try:
+                        records.append(encode_quote(event, destination, envelope, received_ns))
+                    except (TypeError, ValueError, OverflowError) as exc:  # a JSON writer's refusal
+                        records.append(self._unencodable(event, exc, received_ns))
                 continue
             if type(event) is Lifecycle:
                 self._lifecycle(event)
@@ -298,13 +302,26 @@ class Bridge:
                 self.metrics.set_competing(event.competing)
             destination = route(event)
             if destination is not None:
-                records.append(encode(event, destination, envelope, received_ns))
+                try:
+                    records.append(encode(event, destination, envelope, received_ns))
+                except (TypeError, ValueError, OverflowError) as exc:  # see above
+                    records.append(self._unencodable(event, exc, received_ns))
         if records:
             self.buffer.put_many(records)
             if self.buffer.backpressure:
                 await self.buffer.wait_writable()
             else:
                 await self.publisher.keep_pace()
+
+    def _unencodable(self, event: Event, exc: Exception, received_ns: int) -> Record:
+        """An event the encoder refused becomes a dead letter (never an exception out of the event
+        path), and a quote's merged state is dropped so the refused value cannot spoil the next."""
+        log.warning("%s could not be encoded and was dead-lettered: %r", type(event).__name__, exc)
+        if type(event) is Quote:
+            self.normalizer.forget_quote(event.conid)
+        letter = unencodable(event, exc, received_ns)
+        route = self.router.route(letter) or Route(self.router.destination_of("dlq"), b"encode")
+        return encode(letter, route, self.envelope, received_ns)
 
     def _lifecycle(self, event: Lifecycle) -> None:
         m, kind = self.metrics, event.kind

@@ -11,7 +11,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from bridge.codec import EnvelopeContext, encode
-from bridge.events import Control, DeadLetter, Event, EventClass
+from bridge.dead_letters import unencodable
+from bridge.events import Control, DeadLetter, Event, EventClass, Quote
 from bridge.gateway.normalizer import Normalizer
 from bridge.routing import Router
 
@@ -58,7 +59,14 @@ def replay(
         for event in events:
             route = router.route(event)
             assert route is not None  # publish_internal routes every event
-            envelopes.append(encode(event, route, ctx, received_ns).structured())
+            try:
+                record = encode(event, route, ctx, received_ns)
+            except (TypeError, ValueError, OverflowError) as exc:  # a JSON writer's refusal: as `run` does
+                if isinstance(event, Quote):
+                    normalizer.forget_quote(event.conid)
+                letter = unencodable(event, exc, received_ns)
+                record = encode(letter, router.route(letter) or route, ctx, received_ns)
+            envelopes.append(record.structured())
         yield envelopes
 
 

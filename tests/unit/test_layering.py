@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[2] / "bridge"
-PURE = ["events", "codec", "routing", "backoff", "config", "errors", "schemagen", "replay",
-        "gateway/tls", "gateway/wire", "gateway/normalizer", "gateway/fields", "gateway/trading", "gateway/account",
+PURE = ["events", "dead_letters", "codec", "routing", "backoff", "config", "errors", "schemagen", "replay",
+        "gateway/tls", "gateway/wire", "gateway/bounds", "gateway/normalizer", "gateway/fields", "gateway/trading", "gateway/account",
         "gateway/history", "gateway/protocol", "gateway/session", "gateway/subscriptions", "gateway/session_frames",
         "sinks/base"]  # fmt: skip
 FORBIDDEN = {"asyncio", "aiohttp", "aiokafka", "redis", "websockets", "picows", "prometheus_client", "socket",
