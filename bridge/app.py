@@ -21,9 +21,8 @@ from aiohttp import web
 
 from bridge.admin import build_admin_app, start_admin
 from bridge.backoff import BackoffPolicy
-from bridge.codec import EnvelopeContext, encode, encode_quote
+from bridge.codec import EnvelopeContext
 from bridge.config import Settings, secret
-from bridge.dead_letters import unencodable
 from bridge.delivery.buffer import DeliveryBuffer
 from bridge.delivery.spool import Spool
 from bridge.errors import SinkError
@@ -52,12 +51,15 @@ from bridge.events import (
     TickleReply,
 )
 from bridge.gateway.connection import ConnectionSettings, GatewayConnection
-from bridge.gateway.normalizer import Normalizer
-from bridge.gateway.protocol import GatewayProtocol, SessionSettings, Subscription
 from bridge.gateway.rest import GatewayRest, RestSettings
+from bridge.ingest.normalize.normalizer import Normalizer
+from bridge.ingest.session import GatewayProtocol
+from bridge.ingest.session_types import SessionSettings
+from bridge.ingest.subscriptions import Subscription
 from bridge.metrics import BridgeMetrics
+from bridge.pipeline import Pipeline
 from bridge.publisher import Publisher
-from bridge.routing import Route, Router
+from bridge.routing import Router
 from bridge.sinks.base import Record, Sink
 from bridge.sinks.kafka import KafkaSink, KafkaSinkOptions
 from bridge.sinks.memory import MemorySink
@@ -222,6 +224,8 @@ class Bridge:
         self.sink = sink or build_sink(settings)
         self.router = Router(settings.destinations, settings.account_aliases)
         self.envelope = EnvelopeContext(source=f"urn:ibkr-bridge:{settings.instance}")
+        self.normalizer = MeteredNormalizer(self.metrics)
+        self.pipeline = Pipeline(self.router, self.envelope, self.normalizer.forget_quote)
         delivery = settings.delivery
         self.spool = Spool(
             delivery.spool_dir,
@@ -259,7 +263,6 @@ class Bridge:
         self.rest = GatewayRest(
             RestSettings(base_url=f"{gateway.url}/v1/api", insecure_tls=gateway.insecure_tls, ca_file=ca_file)
         )
-        self.normalizer = MeteredNormalizer(self.metrics)
         self.connection = GatewayConnection(
             self.protocol,
             self.rest,
@@ -285,27 +288,14 @@ class Bridge:
     async def on_events(self, events: Sequence[Event], received_ns: int) -> None:
         self._last_frame_ns = received_ns
         self.normalizer.flush_metrics()
-        router, envelope, records = self.router, self.envelope, []
-        route, quote_route = router.route, router.quote_route
         for event in events:
-            if type(event) is Quote:  # the bulk of the traffic: no side effect here, one encoder
-                destination = quote_route(event)
-                if destination is not None:
-                    try:
-                        records.append(encode_quote(event, destination, envelope, received_ns))
-                    except (TypeError, ValueError, OverflowError) as exc:  # a JSON writer's refusal
-                        records.append(self._unencodable(event, exc, received_ns))
+            if type(event) is Quote:  # the bulk of the traffic: nothing to observe
                 continue
             if type(event) is Lifecycle:
                 self._lifecycle(event)
             elif type(event) is AuthStatus and event.competing is not None:
                 self.metrics.set_competing(event.competing)
-            destination = route(event)
-            if destination is not None:
-                try:
-                    records.append(encode(event, destination, envelope, received_ns))
-                except (TypeError, ValueError, OverflowError) as exc:  # see above
-                    records.append(self._unencodable(event, exc, received_ns))
+        records = self.pipeline.records(events, received_ns)
         if records:
             self.buffer.put_many(records)
             if self.buffer.backpressure:
@@ -313,21 +303,10 @@ class Bridge:
             else:
                 await self.publisher.keep_pace()
 
-    def _unencodable(self, event: Event, exc: Exception, received_ns: int) -> Record:
-        """An event the encoder refused becomes a dead letter (never an exception out of the event
-        path), and a quote's merged state is dropped so the refused value cannot spoil the next."""
-        log.warning("%s could not be encoded and was dead-lettered: %r", type(event).__name__, exc)
-        if type(event) is Quote:
-            self.normalizer.forget_quote(event.conid)
-        letter = unencodable(event, exc, received_ns)
-        route = self.router.route(letter) or Route(self.router.destination_of("dlq"), b"encode")
-        return encode(letter, route, self.envelope, received_ns)
-
     def _lifecycle(self, event: Lifecycle) -> None:
         m, kind = self.metrics, event.kind
         epoch = event.detail.get("session_epoch")
-        if isinstance(epoch, int) and epoch != self.envelope.session_epoch:
-            self.envelope.session_epoch = epoch
+        if isinstance(epoch, int):
             m.set_session_epoch(epoch)
         if kind is LifecycleKind.CONNECTED:
             m.connected("startup" if self.counts.reconnects == 0 else "reconnect")

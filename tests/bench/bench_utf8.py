@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from bridge.gateway.normalizer import Normalizer
+from bridge.ingest.normalize.normalizer import Normalizer
 
 HEAD, TAIL = b'{"topic":"ntf","args":[{"id":"N","text":"', b'","title":"T","url":""}]}'
 

@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from bridge.codec import EnvelopeContext, encode
-from bridge.gateway.normalizer import Normalizer
+from bridge.ingest.normalize.normalizer import Normalizer
 from bridge.routing import Router
 from tests.fuzz import hostile
 

@@ -8,9 +8,9 @@ import random
 
 import orjson
 
-from bridge.gateway.account import _SUMMARY_KNOWN
-from bridge.gateway.fields import MARKET_DATA_FIELDS
-from bridge.gateway.trading import EXECUTION_KEYS, ORDER_KEYS
+from bridge.ingest.fields import MARKET_DATA_FIELDS
+from bridge.ingest.normalize.account import _SUMMARY_KNOWN
+from bridge.ingest.normalize.trading import EXECUTION_KEYS, ORDER_KEYS
 
 QUOTE_KEYS = [*sorted(MARKET_DATA_FIELDS), "conid", "conidEx", "_updated", "server_id", "6119", "6509"]
 ELEMENT_KEYS = sorted(ORDER_KEYS) + sorted(EXECUTION_KEYS) + ["orderId", "acct", "execution_id"]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from bridge.codec import EnvelopeContext, encode
 from bridge.events import Quote
-from bridge.gateway.normalizer import Normalizer
+from bridge.ingest.normalize.normalizer import Normalizer
 from bridge.routing import Router
 from tests.fuzz.hostile import ELEMENT_KEYS, HOSTILE_SCALARS, QUOTE_KEYS, ROW_KEYS, TOPICS
 

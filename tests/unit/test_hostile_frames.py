@@ -11,7 +11,7 @@ import orjson
 
 from bridge.codec import EnvelopeContext, encode
 from bridge.events import DeadLetter, Event, Order, Quote
-from bridge.gateway.normalizer import Normalizer
+from bridge.ingest.normalize.normalizer import Normalizer
 from bridge.routing import Router
 
 ROUTER = Router(publish_internal=True)
