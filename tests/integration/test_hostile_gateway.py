@@ -27,7 +27,7 @@ async def test_hostile_frames_from_the_gateway_leave_the_bridge_running(sim: Gat
     bridge = Bridge(settings_for(sim, tmp_path), sink=sink)
     task = asyncio.create_task(bridge.run())
     try:
-        await eventually(lambda: bridge.protocol.usable and bool(sink.records.get("ibkr.marketdata.v1")))
+        await eventually(lambda: bridge.session.usable and bool(sink.records.get("ibkr.marketdata.v1")))
         for frame in HOSTILE:
             await sim.apply_fault("malformed", kind="raw", frame=frame)
         await eventually(lambda: len(sink.records.get("ibkr.dlq.v1", [])) >= 1)
