@@ -3,7 +3,9 @@
 //
 //   bootstrap: MULTI { HGETALL <state hash>; XREVRANGE <stream> + - COUNT 1 } EXEC, then the group
 //   is created on the stream at that last entry id, so what the group delivers is exactly what the
-//   snapshot does not hold yet (nothing missed, nothing twice).
+//   snapshot does not hold yet (nothing missed, nothing twice). A group that exists already (a
+//   restarted consumer) resumes where it was: entries up to the snapshot's id are acknowledged
+//   without touching the state.
 //
 //   node redis-consumer.js --url redis://localhost:6379 --asyncapi asyncapi.json --schemas ../../bridge/schemas
 'use strict'
@@ -20,6 +22,13 @@ async function snapshot(client, hash, stream) {
   const state = {}
   for (const [key, value] of Object.entries(fields)) state[key] = JSON.parse(value).event.id
   return { state, lastId: last.length ? last[0].id : '0-0' }
+}
+
+// Stream entry ids are <ms>-<seq>: compared as two numbers.
+function after(id, than) {
+  const [ms, seq] = id.split('-').map(BigInt)
+  const [thanMs, thanSeq] = than.split('-').map(BigInt)
+  return ms > thanMs || (ms === thanMs && seq > thanSeq)
 }
 
 async function createGroup(client, stream, group, id) {
@@ -49,11 +58,13 @@ async function main() {
   const client = createClient({ url: opts.url })
   await client.connect()
   const streams = all.filter(d => !d.stateOf).map(d => d.address)
+  const snapshotIds = {} // stream -> the last entry id its snapshot holds
   for (const stream of streams) {
     const hash = stateOf[stream]
     if (hash) {
       const { state, lastId } = await snapshot(client, hash, stream)
       tally.states[hash] = state
+      snapshotIds[stream] = lastId
       await createGroup(client, stream, opts.group, lastId)
     } else {
       await createGroup(client, stream, opts.group, opts['streams-from'])
@@ -71,8 +82,9 @@ async function main() {
         const attributes = {}
         for (const [field, value] of Object.entries(message)) if (ATTRIBUTES.has(field)) attributes[field] = value
         tally.event(name, message.key, attributes, JSON.parse(message.data), false)
+        // A group that already existed (a restart) may deliver entries the snapshot holds already.
         const hash = stateOf[name]
-        if (hash) tally.states[hash][message.key] = attributes.id
+        if (hash && after(id, snapshotIds[name])) tally.states[hash][message.key] = attributes.id
         await client.xAck(name, opts.group, id)
       }
     }
