@@ -52,6 +52,7 @@ from bridge.events import (
 )
 from bridge.gateway.connection import ConnectionSettings, GatewayConnection
 from bridge.gateway.normalizer import Normalizer
+from bridge.gateway.oauth import OAuthConsumer, load_key_set
 from bridge.gateway.protocol import GatewayProtocol, SessionSettings, Subscription
 from bridge.gateway.rest import GatewayRest, RestSettings
 from bridge.metrics import BridgeMetrics
@@ -255,8 +256,11 @@ class Bridge:
         self.protocol = GatewayProtocol(session, desired_subscriptions(settings, settings.gateway.account))
         gateway = settings.gateway
         ca_file = str(gateway.ca_file) if gateway.ca_file else None
+        oauth_file = gateway.oauth_file if gateway.mode == "oauth" else None
         self.rest = GatewayRest(
-            RestSettings(base_url=f"{gateway.url}/v1/api", insecure_tls=gateway.insecure_tls, ca_file=ca_file)
+            RestSettings(base_url=f"{gateway.url}/v1/api", insecure_tls=gateway.insecure_tls,
+                         ca_file=ca_file),
+            OAuthConsumer(load_key_set(oauth_file)) if oauth_file is not None else None,
         )
         self.normalizer = MeteredNormalizer(self.metrics)
         self.connection = GatewayConnection(
@@ -264,7 +268,10 @@ class Bridge:
             self.rest,
             self.normalizer,
             self.on_events,
-            ConnectionSettings(ws_url=gateway.ws_url, insecure_tls=gateway.insecure_tls, ca_file=ca_file),
+            ConnectionSettings(
+                ws_url=gateway.ws_url, insecure_tls=gateway.insecure_tls, ca_file=ca_file,
+                compete=gateway.compete, session_id=secret(gateway.session, gateway.session_file),
+            ),
         )
         self.counts = _Counts()
         self._ack_listeners: list[Callable[[Sequence[Record], int], None]] = []
