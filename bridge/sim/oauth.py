@@ -144,6 +144,7 @@ class SimOAuth:
         self.lst_ttl_s = lst_ttl_s
         self.lsts: dict[str, int] = {}  # live session token -> expiry (ms)
         self.issued = 0
+        self.issued_tokens: deque[str] = deque(maxlen=1000)  # for tests that look for leaks
         self.verified = 0
         self.refused: Counter[str] = Counter()
         self._nonces: set[str] = set()
@@ -211,6 +212,7 @@ class SimOAuth:
         self.lsts = {t: e for t, e in self.lsts.items() if e > now_ms}
         self.lsts[token] = expires_ms
         self.issued += 1
+        self.issued_tokens.append(token)
         return {
             "diffie_hellman_response": format(pow(consumer.dh_generator, dh_secret, consumer.dh_prime), "x"),
             "live_session_token_signature": lst_signature(token, consumer.consumer_key),
