@@ -325,7 +325,8 @@ class GatewayConnection:
         return f"{self.settings.ws_url}?oauth_token={oauth.access_token}"
 
     def _headers(self, session_id: str | None) -> dict[str, str]:
-        cookie = self.rest.cookie_header(session_id)
+        # an explicit session override is the only session presented (not the REST jar's own)
+        cookie = self.rest.cookie_header(session_id, with_jar=self.settings.session_id is None)
         headers = {"Cookie": cookie} if cookie else {}
         if self.rest.oauth is not None:
             headers["User-Agent"] = WS_USER_AGENT

@@ -120,11 +120,12 @@ class GatewayRest:
             await self._session.close()
             self._session = None
 
-    def cookie_header(self, session_id: str | None) -> str | None:
-        """Cookies for the websocket upgrade: the REST session's, plus ``api`` from ``/tickle``
-        (the gateway's ``{"session": id}`` form; the Web API over OAuth takes the raw id)."""
+    def cookie_header(self, session_id: str | None, with_jar: bool = True) -> str | None:
+        """Cookies for the websocket upgrade: the REST session's (unless ``with_jar`` is False), plus
+        ``api`` from ``/tickle`` (the gateway's ``{"session": id}`` form; the Web API over OAuth
+        takes the raw id)."""
         parts: list[str] = []
-        if self._session is not None:
+        if self._session is not None and with_jar:
             jar = self._session.cookie_jar.filter_cookies(self._base)
             parts.extend(f"{name}={morsel.value}" for name, morsel in jar.items() if name != "api")
         if session_id and self.oauth is not None:

@@ -40,6 +40,7 @@ class Gateway:
         self.brokerage_open = config.oauth_dir is None
         self.ssodh_errors = 0  # fault: the next ssodh/init calls answer 500
         self.upgrade_agents: Counter[str] = Counter()
+        self.sessions_presented: list[tuple[str, str | None]] = []  # ("cookie" | "message", session id)
         self.authenticated = self.brokerage_open
         self.competing = False
         self.accounts_listed = False

@@ -79,7 +79,9 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     conn = SimConnection(next(_conn_ids), ws, gateway)
     gateway.add(conn)
     try:
-        cookie_ok = session_from_cookies(request.headers.get("Cookie", "")) == gateway.session_id
+        presented = session_from_cookies(request.headers.get("Cookie", ""))
+        gateway.sessions_presented.append(("cookie", presented))
+        cookie_ok = presented == gateway.session_id
         if cookie_ok or not gateway.config.require_session:
             conn.open_session()
         else:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[2] / "bridge"
-PURE = ["events", "codec", "routing", "backoff", "config", "errors", "schemagen", "replay",
+PURE = ["events", "codec", "routing", "backoff", "config", "errors", "schemagen", "replay", "oauth1a",
         "gateway/tls", "gateway/wire", "gateway/normalizer", "gateway/fields", "gateway/trading", "gateway/account",
         "gateway/history", "gateway/protocol", "gateway/session", "gateway/subscriptions", "gateway/session_frames",
         "sinks/base"]  # fmt: skip
