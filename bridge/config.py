@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.errors import ConfigError
-from bridge.gateway.fields import DEFAULT_MARKET_DATA_FIELDS
+from bridge.ingest.fields import DEFAULT_MARKET_DATA_FIELDS
 
 SINK_SCHEMES = ("kafka", "redis", "rediss", "stdout", "memory")
 
@@ -74,7 +74,7 @@ class GatewaySettings(_Section):
 
 
 class SessionConfig(_Section):
-    """Maps onto ``bridge.gateway.protocol.SessionSettings``."""
+    """Maps onto ``bridge.ingest.session_types.SessionSettings``."""
 
     tic_interval_s: float = Field(30.0, gt=0)
     tickle_interval_s: float = Field(60.0, gt=0)
