@@ -41,7 +41,7 @@ async def test_a_session_from_the_environment_is_sent_as_cookie_and_as_the_sessi
         bridge.stop()
         await asyncio.wait_for(task, timeout=15)
     assert strict_sim.gateway.sessions_presented[0] == ("cookie", "override-session-1")
-    assert not bridge.protocol.usable  # the simulator's session is another one: it keeps waiting
+    assert not bridge.session.usable  # the simulator's session is another one: it keeps waiting
 
 
 async def test_a_session_from_a_file_opens_the_session_the_gateway_expects(
@@ -55,7 +55,7 @@ async def test_a_session_from_a_file_opens_the_session_the_gateway_expects(
     bridge = Bridge(settings, sink=sink)
     task = await _run(bridge)
     try:
-        await eventually(lambda: bridge.protocol.usable)
+        await eventually(lambda: bridge.session.usable)
     finally:
         bridge.stop()
         await asyncio.wait_for(task, timeout=15)
