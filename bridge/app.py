@@ -107,9 +107,11 @@ class Bridge:
         self.settings = settings
         self.metrics = metrics or BridgeMetrics()
         self.sink = sink or build_sink(settings)
+        self.normalizer = MeteredNormalizer(self.metrics, ZoneInfo(settings.gateway.bars_time_zone))
         self.pipeline = Pipeline(
             Router(settings.destinations, settings.account_aliases),
             EnvelopeContext(source=f"urn:ibkr-bridge:{settings.instance}"),
+            self.normalizer.forget_quote,
         )
         self.meter = EventMeter(self.metrics)
         delivery = settings.delivery
@@ -139,7 +141,6 @@ class Bridge:
             observer=observer,
             on_acked=self._acked,
         )
-        self.normalizer = MeteredNormalizer(self.metrics, ZoneInfo(settings.gateway.bars_time_zone))
         self.session = GatewaySession(
             SessionSettings(**settings.session.model_dump()),
             desired_subscriptions(settings, settings.gateway.account),

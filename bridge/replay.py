@@ -50,7 +50,8 @@ def replay(
     """For each frame, the structured-mode envelopes of the events it produced (``smh`` startTime
     read in ``bars_time_zone``, as ``run`` reads it in ``gateway.bars_time_zone``)."""
     normalizer = Normalizer(bars_time_zone)
-    pipeline = Pipeline(Router(publish_internal=True), EnvelopeContext(source=source))
+    router, envelope = Router(publish_internal=True), EnvelopeContext(source=source)
+    pipeline = Pipeline(router, envelope, normalizer.forget_quote)
     for frame in frames:
         received_ns = next(clock_ns)
         events = normalizer.normalize(frame, received_ns)
