@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -58,7 +59,7 @@ def _normalize(args: argparse.Namespace) -> int:
     stats = ReplayStats() if args.stats else None
     out = sys.stdout.buffer
     try:
-        for envelopes in replay(read_frames(source), clock, stats=stats):
+        for envelopes in replay(read_frames(source), clock, stats=stats, bars_time_zone=args.bars_time_zone):
             if args.group:
                 out.write(b"[" + b",".join(envelopes) + b"]\n")
             else:
@@ -91,7 +92,21 @@ def _add_normalize(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.add_argument(
         "--epoch-ms", type=int, metavar="MS", help="deterministic receive clock: line N is received at MS+N"
     )
+    parser.add_argument(
+        "--bars-time-zone", type=_zone, default="UTC", metavar="ZONE",
+        help="the zone smh startTime is read in (default UTC, as gateway.bars_time_zone)",
+    )
     parser.set_defaults(command=_normalize)
+
+
+def _zone(name: str) -> tzinfo:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        message = f"not an IANA time zone name: {name!r} (e.g. UTC, America/New_York)"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def _schemas(args: argparse.Namespace) -> int:

@@ -155,12 +155,9 @@ class GatewayRest:
     async def reauthenticate(self) -> None:
         await self._call("POST", "/iserver/reauthenticate")
 
-    async def accounts(self) -> list[str]:
-        """The ``/iserver/accounts`` pre-flight (required before market data and orders)."""
-        return (await self.account_list())[0]
-
     async def account_list(self) -> tuple[list[str], str | None]:
-        """``/iserver/accounts``: the accounts and the selected one (the first when none is named)."""
+        """The ``/iserver/accounts`` pre-flight (required before market data and orders): the
+        accounts and the selected one (the first when none is named)."""
         body = await self._call("GET", "/iserver/accounts")
         listed = body.get("accounts") if isinstance(body, Mapping) else None
         accounts = [a for a in listed if isinstance(a, str)] if isinstance(listed, list) else []
