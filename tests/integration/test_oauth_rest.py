@@ -60,7 +60,7 @@ async def test_the_first_call_obtains_a_live_session_token_and_later_calls_reuse
     assert tickle.session_id == rig.sim.gateway.session_id
     assert not (await rig.rest.auth_status()).authenticated  # no brokerage session before ssodh/init
     assert (await rig.rest.ssodh_init()).authenticated
-    assert await rig.rest.accounts() == ["DU1234567"]
+    assert (await rig.rest.account_list())[0] == ["DU1234567"]
     assert oauth_stats(rig)["lsts_issued"] == 1
     assert oauth_stats(rig)["signed_requests"] == 4
     assert oauth_stats(rig)["refused"] == {}
