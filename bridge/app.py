@@ -322,9 +322,12 @@ class Bridge:
         elif kind is LifecycleKind.AUTHENTICATED:
             m.set_authenticated(True)
             m.set_competing(False)
-        elif kind in (LifecycleKind.UNAUTHENTICATED, LifecycleKind.COMPETING):
+        elif kind is LifecycleKind.COMPETING:
             m.set_authenticated(False)
-            m.set_competing(kind is LifecycleKind.COMPETING)
+            m.set_competing(True)
+        elif kind is LifecycleKind.UNAUTHENTICATED:
+            # Follows COMPETING too: the competing flag stays until the gateway clears it.
+            m.set_authenticated(False)
         elif kind is LifecycleKind.GAP_START:
             m.gap_opened(_reason_label(event.reason))
         elif kind is LifecycleKind.GAP_END:
@@ -378,15 +381,16 @@ class Bridge:
     def _subscription_gauges(self) -> None:
         desired: dict[str, int] = {}
         live: dict[str, int] = {}
-        live_keys = self.protocol.live_keys()
+        stale: dict[str, int] = {}
+        live_keys, stale_keys = self.protocol.live_keys(), self.protocol.stale_keys()
         for sub in self.protocol.desired():
             desired[sub.channel] = desired.get(sub.channel, 0) + 1
             live[sub.channel] = live.get(sub.channel, 0) + (sub.key in live_keys)
-        usable = self.protocol.usable
+            stale[sub.channel] = stale.get(sub.channel, 0) + (sub.key in stale_keys)
         for channel, count in desired.items():
             self.metrics.set_subscriptions(channel, "desired", count)
             self.metrics.set_subscriptions(channel, "live", live[channel])
-            self.metrics.set_stale_subscriptions(channel, count - live[channel] if usable else 0)
+            self.metrics.set_stale_subscriptions(channel, stale[channel])
 
     def readiness(self) -> dict[str, bool]:
         return {

@@ -14,7 +14,8 @@ alive; silence on the socket means reconnect; silence on a subscription means
 resubscribe; ``smd`` is re-sent before the server-side expiry; ``smh`` holds at
 most five slots and every answer is released with ``umh``; every disconnect or
 auth loss while usable opens a gap that the next recovery closes, followed by a
-reconcile request.
+reconcile request; so does a subscription silent beyond its channel's expected
+cadence, closed once no subscription is silent any more.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ __all__ = ["Action", "ExpectSnapshot", "GatewayProtocol", "HistoryRequest", "Pol
 log = logging.getLogger(__name__)
 
 _NS_PER_S = 1_000_000_000
+SILENCE = "silent"  # the first word of a silence gap's reason (its metrics label)
 
 
 def _ns(seconds: float) -> int:
@@ -141,6 +143,10 @@ class GatewayProtocol:
 
     def live_keys(self) -> frozenset[str]:
         return frozenset(self._live)
+
+    def stale_keys(self) -> frozenset[str]:
+        """Live subscriptions silent beyond their channel's ``expected_cadence_s``."""
+        return frozenset(key for key, live in self._live.items() if live.stale)
 
     def history_in_flight(self) -> int:
         return self._history.in_flight
@@ -230,7 +236,8 @@ class GatewayProtocol:
             live = live_of(key) if key else None
             if live is not None:
                 live.quiet_since_ns = now_ns
-                live.stale = False
+                if live.stale:
+                    self._data_resumed(live, now_ns)
         self.backoff.healthy(now_ns)
 
     def _on_event(self, event: Event, now_ns: int) -> None:
@@ -252,7 +259,8 @@ class GatewayProtocol:
             live = self._live.get(key) if key else None
             if live is not None:
                 live.quiet_since_ns = now_ns
-                live.stale = False
+                if live.stale:
+                    self._data_resumed(live, now_ns)
 
     def _on_auth_status(self, status: AuthStatus, now_ns: int) -> None:
         if status.authenticated is not None:
@@ -288,11 +296,7 @@ class GatewayProtocol:
             self._send_subscribe(sub, now_ns)
         self._emit(LifecycleKind.RESUBSCRIBED, now_ns, detail={"subscriptions": len(self._desired)})
         self._pump_history(now_ns)
-        gap = self._gaps.close()
-        if gap is not None:
-            self._emit(LifecycleKind.GAP_END, now_ns, gap.reason, gap=gap)
-            self._actions.append(Reconcile(gap.gap_id, gap.started_ns // NS_PER_MS))
-        elif self.session_epoch == 1 and self.settings.reconcile_on_start:
+        if not self._close_gap(now_ns) and self.session_epoch == 1 and self.settings.reconcile_on_start:
             self._actions.append(Reconcile(None, None))
 
     def _become_unusable(self, now_ns: int, reason: str) -> None:
@@ -325,6 +329,25 @@ class GatewayProtocol:
         if gap is not None:
             self._emit(LifecycleKind.GAP_START, now_ns, reason, gap=gap)
 
+    def _close_gap(self, now_ns: int) -> bool:
+        """Close the open gap (reported, then reconciled); False when none was open."""
+        gap = self._gaps.close()
+        if gap is None:
+            return False
+        self._emit(LifecycleKind.GAP_END, now_ns, gap.reason, gap=gap)
+        self._actions.append(Reconcile(gap.gap_id, gap.started_ns // NS_PER_MS))
+        return True
+
+    def _data_resumed(self, live: _Live, now_ns: int) -> None:
+        live.stale = False
+        self._close_silence_gap(now_ns)
+
+    def _close_silence_gap(self, now_ns: int) -> None:
+        """A gap opened by silence closes once no live subscription is silent."""
+        gap = self._gaps.current
+        if gap is not None and gap.reason.startswith(SILENCE) and not self.stale_keys():
+            self._close_gap(now_ns)
+
     def _request_reconnect(self, reason: str) -> None:
         if not self._closing and self.state is not SessionState.DISCONNECTED:
             self._closing = True
@@ -352,6 +375,7 @@ class GatewayProtocol:
             return False
         if self._live.pop(key, None) is not None:
             self._outbox.append(sub.unsubscribe)
+            self._close_silence_gap(now_ns)
         elif key in self._maybe_live:
             self._pending_unsub[key] = sub.unsubscribe
         return True
@@ -446,11 +470,13 @@ class GatewayProtocol:
                 self._send_subscribe(sub, now_ns, live.quiet_since_ns, live.stale)
 
     def _resubscribe_stale(self, sub: Subscription, live: _Live, now_ns: int) -> None:
-        """Silent beyond its cadence: resubscribe; report once per silent stretch."""
+        """Silent beyond its cadence: resubscribe; report once per silent stretch, which opens a gap
+        (data may be missing) that closes when data comes again."""
         if not live.stale:
             silent_s = (now_ns - live.quiet_since_ns) / _NS_PER_S
-            reason = f"silent for {silent_s:.1f} s"
+            reason = f"{SILENCE} for {silent_s:.1f} s"
             self._emit(LifecycleKind.STALE, now_ns, reason, detail={"subscription": sub.key})
+            self._open_gap(f"{SILENCE}: {sub.key} for {silent_s:.1f} s", now_ns)
         if sub.channel != "md":
             self._outbox.append(sub.unsubscribe)
         self._send_subscribe(sub, now_ns, now_ns, stale=True)

@@ -29,6 +29,9 @@ from bridge.events import (
 )
 from bridge.gateway import wire
 
+# Subscription channel -> the gateway topic that opens it.
+CHANNEL_TOPICS = {"md": "smd", "or": "sor", "tr": "str", "pl": "spl", "sd": "ssd", "ld": "sld", "bd": "sbd"}
+
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
