@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.errors import ConfigError
-from bridge.gateway.fields import DEFAULT_MARKET_DATA_FIELDS
-from bridge.gateway.subscriptions import CHANNEL_TOPICS
+from bridge.ingest.fields import DEFAULT_MARKET_DATA_FIELDS
+from bridge.ingest.subscriptions import CHANNEL_TOPICS
 
 SINK_SCHEMES = ("kafka", "redis", "rediss", "stdout", "memory")
 
@@ -53,7 +53,7 @@ class GatewaySettings(_Section):
 
 
 class SessionConfig(_Section):
-    """Maps onto ``bridge.gateway.protocol.SessionSettings``."""
+    """Maps onto ``bridge.ingest.session_types.SessionSettings``."""
 
     tic_interval_s: float = Field(30.0, gt=0)
     tickle_interval_s: float = Field(60.0, gt=0)

@@ -27,7 +27,7 @@ from bridge.events import (
     Pnl,
     Quote,
 )
-from bridge.gateway import wire
+from bridge.ingest import wire
 
 # Subscription channel -> the gateway topic that opens it.
 CHANNEL_TOPICS = {"md": "smd", "or": "sor", "tr": "str", "pl": "spl", "sd": "ssd", "ld": "sld", "bd": "sbd"}
