@@ -53,7 +53,7 @@ class BuiltImage:
 
 
 def run(*argv: str, timeout_s: float = 900, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s, check=False)
+    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s, check=False, cwd=ROOT)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} exited {result.returncode}:\n{result.stderr[-4000:]}")
     return result
@@ -71,7 +71,7 @@ def image() -> Iterator[BuiltImage]:
     if cert:
         argv += ["--secret", f"id=pip_cert,src={cert}"]
     started = time.monotonic()
-    subprocess.run([*argv, str(ROOT)], check=True, timeout=1800, cwd=ROOT, capture_output=True)
+    run(*argv, str(ROOT), timeout_s=1800)
     build_s = time.monotonic() - started
     inspect = json.loads(run("buildah", "inspect", "--type", "image", IMAGE).stdout)
     size = int(json.loads(run("podman", "image", "inspect", IMAGE).stdout)[0]["Size"])

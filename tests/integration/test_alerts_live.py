@@ -277,16 +277,16 @@ def market_data_silence(run: LiveRun) -> None:
 
 
 def auth_loss(run: LiveRun) -> None:
-    seen = _healthy(run, "IbkrBridgeGatewayUnauthenticated", "simulator `auth_loss` fault for 6 s")
-    run.fault("auth_loss", duration_s=6)
+    seen = _healthy(run, "IbkrBridgeGatewayUnauthenticated", "simulator `auth_loss` fault for 8 s")
+    run.fault("auth_loss", duration_s=8)
     run.fires(seen)
     run.quiet(seen)
 
 
 def competing_session(run: LiveRun) -> None:
-    seen = _healthy(run, "IbkrBridgeCompetingSession", "simulator `competing` fault for 6 s")
-    run.fault("competing", duration_s=6)
-    run.fires(seen, timeout_s=6)  # competing for 6 s: it must show while it lasts
+    seen = _healthy(run, "IbkrBridgeCompetingSession", "simulator `competing` fault for 10 s")
+    run.fault("competing", duration_s=10)
+    run.fires(seen, timeout_s=8)  # it must show while the competing session lasts
     run.quiet(seen)
 
 
