@@ -82,12 +82,12 @@ async def test_quotes_for_every_configured_conid_reach_the_sink_keyed_by_conid(r
 
 async def test_readyz_follows_an_auth_loss_and_its_recovery(running: tuple[Bridge, MemorySink], sim: GatewaySimulator) -> None:
     bridge, _ = running
-    await eventually(lambda: bridge.protocol.usable)
+    await eventually(lambda: bridge.session.usable)
     await sim.apply_fault("auth_loss", duration_s=1.0)
-    await eventually(lambda: not bridge.protocol.usable, timeout_s=5)
+    await eventually(lambda: not bridge.session.usable, timeout_s=5)
     status, body = await get(bridge, "/readyz")
     assert status == 503 and body["checks"]["gateway_authenticated"] is False
-    await eventually(lambda: bridge.protocol.usable, timeout_s=10)
+    await eventually(lambda: bridge.session.usable, timeout_s=10)
     assert (await get(bridge, "/readyz"))[0] == 200
 
 
@@ -95,16 +95,16 @@ async def test_the_competing_gauge_stays_up_for_the_whole_competing_session(
     running: tuple[Bridge, MemorySink], sim: GatewaySimulator
 ) -> None:
     bridge, _ = running
-    await eventually(lambda: bridge.protocol.usable)
+    await eventually(lambda: bridge.session.usable)
     await sim.apply_fault("competing", duration_s=3.0)
-    await eventually(lambda: not bridge.protocol.usable, timeout_s=5)
+    await eventually(lambda: not bridge.session.usable, timeout_s=5)
     samples = []
-    while not bridge.protocol.usable:  # polled like a scrape, until the session recovers
+    while not bridge.session.usable:  # polled like a scrape, until the session recovers
         text = (await get(bridge, "/metrics"))[1]
         samples.append((metric(text, "ibkr_bridge_gateway_competing"), metric(text, "ibkr_bridge_gateway_authenticated")))
         await asyncio.sleep(0.2)
     assert len(samples) >= 5 and set(samples) == {(1.0, 0.0)}
-    await eventually(lambda: metric(bridge.render_metrics().decode(), "ibkr_bridge_gateway_competing") == 0)
+    await eventually(lambda: metric(bridge.admin.render_metrics().decode(), "ibkr_bridge_gateway_competing") == 0)
 
 
 async def test_a_silent_subscription_counts_as_stale_and_holds_a_gap_open_until_data_comes(
@@ -114,23 +114,23 @@ async def test_a_silent_subscription_counts_as_stale_and_holds_a_gap_open_until_
     bridge = Bridge(settings, sink=MemorySink())
     task = asyncio.create_task(bridge.run())
     try:
-        await eventually(lambda: bridge.protocol.usable)
-        await eventually(lambda: metric(bridge.render_metrics().decode(), "ibkr_bridge_frames_received_total",
+        await eventually(lambda: bridge.session.usable)
+        await eventually(lambda: metric(bridge.admin.render_metrics().decode(), "ibkr_bridge_frames_received_total",
                                         topic="smd") > 0)  # fmt: skip
         await sim.apply_fault("silence", topics=["smd"])
 
         def silent() -> bool:
-            text = bridge.render_metrics().decode()
+            text = bridge.admin.render_metrics().decode()
             return metric(text, "ibkr_bridge_stale_subscriptions", topic="md") == 2
 
         await eventually(silent, timeout_s=5)
-        text = bridge.render_metrics().decode()
+        text = bridge.admin.render_metrics().decode()
         assert metric(text, "ibkr_bridge_gap_open") == 1
         assert metric(text, "ibkr_bridge_gaps_total", reason="silent") == 1
-        assert bridge.protocol.usable  # the socket itself is fine: no reconnect
+        assert bridge.session.usable  # the socket itself is fine: no reconnect
         await sim.apply_fault("clear")
-        await eventually(lambda: metric(bridge.render_metrics().decode(), "ibkr_bridge_gap_open") == 0, timeout_s=5)
-        assert metric(bridge.render_metrics().decode(), "ibkr_bridge_stale_subscriptions", topic="md") == 0
+        await eventually(lambda: metric(bridge.admin.render_metrics().decode(), "ibkr_bridge_gap_open") == 0, timeout_s=5)
+        assert metric(bridge.admin.render_metrics().decode(), "ibkr_bridge_stale_subscriptions", topic="md") == 0
     finally:
         bridge.stop()
         await asyncio.wait_for(task, timeout=15)
@@ -138,10 +138,10 @@ async def test_a_silent_subscription_counts_as_stale_and_holds_a_gap_open_until_
 
 async def test_a_drop_moves_disconnects_resubscribes_and_gaps(running: tuple[Bridge, MemorySink], sim: GatewaySimulator) -> None:
     bridge, sink = running
-    await eventually(lambda: bridge.protocol.usable and b"265598" in keys(sink, "ibkr.marketdata.v1"))
+    await eventually(lambda: bridge.session.usable and b"265598" in keys(sink, "ibkr.marketdata.v1"))
     before = (await get(bridge, "/metrics"))[1]
     await sim.apply_fault("drop")
-    await eventually(lambda: bridge.protocol.session_epoch >= 2, timeout_s=10)
+    await eventually(lambda: bridge.session.session_epoch >= 2, timeout_s=10)
     await eventually(lambda: len(sink.records.get("ibkr.marketdata.v1", [])) > 0)
     after = (await get(bridge, "/metrics"))[1]
     for name in ("ibkr_bridge_gateway_disconnects_total", "ibkr_bridge_resubscribes_total", "ibkr_bridge_gaps_total"):
@@ -188,7 +188,7 @@ async def test_every_documented_metric_is_exported_after_a_short_run(running: tu
 
 async def test_subscriptions_can_be_added_and_removed_at_run_time(running: tuple[Bridge, MemorySink]) -> None:
     bridge, sink = running
-    await eventually(lambda: bridge.protocol.usable)
+    await eventually(lambda: bridge.session.usable)
     async with aiohttp.ClientSession() as http:
         url = f"http://127.0.0.1:{bridge.admin_port}/subscriptions"
         async with http.post(url, json={"type": "market_data", "conid": "272093"}) as resp:
