@@ -17,6 +17,7 @@ import gc
 import logging
 import random
 from collections.abc import Callable, Sequence
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -43,7 +44,7 @@ from bridge.sinks.kafka import KafkaSink, KafkaSinkOptions
 from bridge.sinks.memory import MemorySink
 from bridge.sinks.redis import RedisSink, RedisSinkOptions
 from bridge.sinks.stdout import StdoutSink
-from bridge.specs import desired_subscriptions
+from bridge.specs import books_without_account, desired_subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +107,11 @@ class Bridge:
         self.settings = settings
         self.metrics = metrics or BridgeMetrics()
         self.sink = sink or build_sink(settings)
+        self.normalizer = MeteredNormalizer(self.metrics, ZoneInfo(settings.gateway.bars_time_zone))
         self.pipeline = Pipeline(
             Router(settings.destinations, settings.account_aliases),
             EnvelopeContext(source=f"urn:ibkr-bridge:{settings.instance}"),
+            self.normalizer.forget_quote,
         )
         self.meter = EventMeter(self.metrics)
         delivery = settings.delivery
@@ -138,11 +141,11 @@ class Bridge:
             observer=observer,
             on_acked=self._acked,
         )
-        self.normalizer = MeteredNormalizer(self.metrics)
         self.session = GatewaySession(
             SessionSettings(**settings.session.model_dump()),
             desired_subscriptions(settings, settings.gateway.account),
             normalizer=self.normalizer,
+            books_without_account=books_without_account(settings),
         )
         gateway = settings.gateway
         ca_file = str(gateway.ca_file) if gateway.ca_file else None
