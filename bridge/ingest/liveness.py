@@ -109,7 +109,9 @@ class LiveSubscriptions:
                 frames += self.history.cancel(old.key)
             elif sub.channel != "md":
                 frames.append(old.unsubscribe)
-        frame = self._send(sub, now_ns)
+        # A replaced subscription keeps its silence clock: only data proves it alive.
+        live = self._live.get(sub.key)
+        frame = self._send(sub, now_ns, live.quiet_since_ns, live.stale) if live else self._send(sub, now_ns)
         frames += [frame] if frame else self.history.send(now_ns)
         return frames, old
 

@@ -467,3 +467,14 @@ def test_a_failed_reconcile_is_published_as_a_lifecycle_event_with_the_error() -
     assert isinstance(event, Lifecycle) and event.kind is LifecycleKind.RECONCILED
     assert event.reason == "gateway unavailable" and event.detail["error"] == "gateway unavailable"
     assert "gap_id" not in event.detail
+
+
+def test_replacing_a_silent_subscription_keeps_it_stale_and_its_gap_open_until_data_comes() -> None:
+    p = make(AAPL, expected_cadence_s={"md": 60.0}, stale_after_s=1000, tic_interval_s=1000)
+    open_and_auth(p, 0)
+    p.tick(60 * S)
+    drain(p)
+    p.subscribe(Subscription.market_data(265598, ["31", "84"]), 61 * S)  # new fields, same key
+    assert p.gap_open and p.stale_keys() == {AAPL.key}
+    p.apply_events([quote(265598)], 62 * S)
+    assert kinds(drain(p)[1]) == [LifecycleKind.GAP_END] and not p.gap_open
