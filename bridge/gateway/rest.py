@@ -6,7 +6,8 @@ timeouts, 5xx, 429, not logged in / "no bridge") or
 :class:`~bridge.errors.GatewayRejected` (any other 4xx); nothing above this
 module sees an aiohttp exception. TLS verification is on unless
 ``insecure_tls`` is set explicitly (the loopback gateway's self-signed
-certificate); ``ca_file`` pins a CA instead.
+certificate); ``ca_file`` pins a CA instead. Over IBKR's Web API (OAuth 1.0a) every call is
+signed by :class:`~bridge.gateway.oauth.OAuthConsumer`, its live session token kept here.
 """
 
 from __future__ import annotations
@@ -192,14 +193,14 @@ class GatewayRest:
             return await self._send(method, path, url, params, json, None)
         for attempt in range(2):
             await self._ensure_lst()
-            header = oauth.sign(method, str(url), params or {})
+            used, header = oauth.lst, oauth.sign(method, str(url), params or {})
             try:
                 return await self._send(method, path, url, params, json, header)
             except GatewayUnavailable as exc:
                 if attempt or not str(exc).startswith(f"{method} {path}: HTTP 401"):
                     raise
                 log.warning("gateway %s %s: HTTP 401; requesting a new live session token", method, path)
-                oauth.rejected()
+                oauth.rejected(used)
         raise AssertionError("unreachable")
 
     async def _ensure_lst(self) -> None:
