@@ -25,7 +25,8 @@ from bridge.events import (
     Quote,
     TickleReply,
 )
-from bridge.ingest.normalize.normalizer import Normalizer, _new_quote
+from bridge.ingest.normalize.normalizer import Normalizer
+from bridge.quote_fast import new_quote
 
 NOW_NS = 1_777_000_000_000_000_000
 
@@ -103,7 +104,7 @@ def test_numbers_ending_in_other_than_a_digit_parse_as_before_or_are_kept_raw() 
 def test_quotes_are_built_exactly_like_the_dataclass_and_stay_frozen() -> None:
     availability = MarketDataAvailability("RpB", "realtime", True, False, True)
     fields = (265598, "265598", 17, "q1", True, ("last",), {"last": 1.5}, 2, True, False, availability, {"x": 1})  # fmt: skip
-    built = _new_quote(*fields)
+    built = new_quote(*fields)
     assert built == Quote(*fields) and repr(built) == repr(Quote(*fields))
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.conid = 1  # type: ignore[misc]

@@ -42,6 +42,7 @@ from bridge.ingest.normalize.account import AccountState
 from bridge.ingest.normalize.control import as_object as _object
 from bridge.ingest.normalize.history import book_ladder, historical_bars
 from bridge.ingest.normalize.trading import ElementError, ExecutionLedger, OrderBook
+from bridge.quote_fast import new_quote
 
 _QUOTE_IDENTITY = frozenset({"topic", "conid", "conidEx", "_updated", "server_id", "6119", "6509"})
 
@@ -266,7 +267,7 @@ class Normalizer:
         state.revision = state.revision + 1 if updated_ms == state.updated_ms and updated_ms else 0
         state.updated_ms = updated_ms
         snapshot, state.snapshot_pending = state.snapshot_pending, False
-        return _new_quote(
+        return new_quote(
             conid,
             state.conid_ex,
             updated_ms,
@@ -310,17 +311,7 @@ class Normalizer:
             if current(name, missing) != value:
                 values[name] = value
                 changed.append(name)
-        conid_ex = obj.get("conidEx")
-        if conid_ex is not None and conid_ex != state.conid_ex:
-            state.conid_ex = to_text(conid_ex)
-        server_id = obj.get("server_id", obj.get("6119"))
-        if server_id is not None and server_id != state.server_id:
-            state.server_id = to_text(server_id) or state.server_id
-        if "6509" in obj:
-            availability = decode_availability(obj["6509"])
-            if availability != state.availability:
-                state.availability = availability
-                changed.append("availability")
+        _merge_identity(state, obj, changed)
         return changed
 
     @staticmethod
@@ -355,45 +346,19 @@ _MISSING = object()
 _TOPICS = wire.TOPIC_CACHE
 
 
-_QUOTE_SLOTS = ("conid", "conid_ex", "updated_ms", "server_id", "snapshot", "changed", "values", "revision",
-                "last_is_prior_close", "halted", "availability", "extra")  # fmt: skip
-if Quote.__slots__ != _QUOTE_SLOTS:
-    raise ImportError(f"_new_quote is out of date: Quote fields are now {Quote.__slots__}")
-_QUOTE_SETTERS = tuple(getattr(Quote, name).__set__ for name in _QUOTE_SLOTS)
-
-
-def _new_quote(
-    conid: int,
-    conid_ex: str | None,
-    updated_ms: int | None,
-    server_id: str | None,
-    snapshot: bool,
-    changed: tuple[str, ...],
-    values: dict[str, Scalar],
-    revision: int,
-    last_is_prior_close: bool,
-    halted: bool,
-    availability: MarketDataAvailability | None,
-    extra: dict[str, Any],
-) -> Quote:
-    """``Quote(...)`` with every field given, in half the time: the frozen dataclass's ``__init__``
-    goes through ``object.__setattr__`` per field; this fills the slots directly (the same result,
-    still frozen afterwards)."""
-    quote: Quote = object.__new__(Quote)
-    s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11 = _QUOTE_SETTERS
-    s0(quote, conid)
-    s1(quote, conid_ex)
-    s2(quote, updated_ms)
-    s3(quote, server_id)
-    s4(quote, snapshot)
-    s5(quote, changed)
-    s6(quote, values)
-    s7(quote, revision)
-    s8(quote, last_is_prior_close)
-    s9(quote, halted)
-    s10(quote, availability)
-    s11(quote, extra)
-    return quote
+def _merge_identity(state: _QuoteState, obj: dict[str, Any], changed: list[str]) -> None:
+    """The identity keys of a quote frame: conidEx, the server id and the availability (6509)."""
+    conid_ex = obj.get("conidEx")
+    if conid_ex is not None and conid_ex != state.conid_ex:
+        state.conid_ex = to_text(conid_ex)
+    server_id = obj.get("server_id", obj.get("6119"))
+    if server_id is not None and server_id != state.server_id:
+        state.server_id = to_text(server_id) or state.server_id
+    if "6509" in obj:
+        availability = decode_availability(obj["6509"])
+        if availability != state.availability:
+            state.availability = availability
+            changed.append("availability")
 
 
 def _topic_name(obj: Mapping[str, Any]) -> str | None:
