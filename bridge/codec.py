@@ -37,6 +37,7 @@ from bridge.events import (
     BookLadder,
     Event,
     Execution,
+    GatewayErrorMessage,
     MarketDataAvailability,
     Order,
     Quote,
@@ -96,9 +97,17 @@ _ID_OF: dict[type[Event], Callable[[Event], str]] = {
 }
 
 
+# The default id starts with the class name in lower case; an event class renamed since keeps its
+# published prefix here, so its ids (which consumers dedupe by) do not change.
+_ID_PREFIX: dict[type[Event], str] = {GatewayErrorMessage: "gatewayerror"}
+
+
 def event_id(event: Event, time_ms: int) -> str:
-    id_of = _ID_OF.get(type(event))
-    return id_of(event) if id_of is not None else f"{type(event).__name__.lower()}:{time_ms}:{_digest(event)}"
+    cls = type(event)
+    id_of = _ID_OF.get(cls)
+    if id_of is not None:
+        return id_of(event)
+    return f"{_ID_PREFIX.get(cls) or cls.__name__.lower()}:{time_ms}:{_digest(event)}"
 
 
 _TIME_FIELDS = ("updated_ms", "timestamp_ms", "trade_time_ms", "at_ms")

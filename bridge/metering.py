@@ -23,7 +23,7 @@ from bridge.events import (
     DeadLetter,
     Event,
     Execution,
-    GatewayError,
+    GatewayErrorMessage,
     Heartbeat,
     Lifecycle,
     LifecycleKind,
@@ -59,7 +59,7 @@ _TOPIC_OF: dict[type[Event], str] = {
     Notification: "ntf",
     Bulletin: "blt",
     TickleReply: "tic",
-    GatewayError: "error",
+    GatewayErrorMessage: "error",
     DeadLetter: "invalid",
 }
 

@@ -34,7 +34,8 @@ from collections.abc import Callable, Sequence
 
 from bridge.backoff import PUBLISH_RETRY, Backoff
 from bridge.codec import EnvelopeContext, encode
-from bridge.delivery.buffer import NULL_OBSERVER, DeliveryBuffer, DeliveryObserver
+from bridge.delivery.buffer import DeliveryBuffer
+from bridge.delivery.observer import NULL_OBSERVER, DeliveryObserver
 from bridge.errors import SinkError, SinkUnavailable
 from bridge.events import DeadLetter
 from bridge.routing import DEFAULT_DESTINATIONS, Route

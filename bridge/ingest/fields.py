@@ -33,6 +33,10 @@ class Unparsed(Exception):
     """A value that does not fit its kind; the caller keeps the raw value."""
 
 
+class ElementError(ValueError):
+    """One element of a frame cannot be interpreted; it becomes a dead letter on its own."""
+
+
 def to_float(value: Any) -> float | None:
     """Gateway number -> float; ``""``/None -> None; raises Unparsed for anything else."""
     cls = type(value)
@@ -334,16 +338,28 @@ _PARSERS: dict[Kind, Callable[[Any], Scalar]] = {
     Kind.TEXT: to_text,
     Kind.FLAG01: to_bool,
 }
-PRICE, LAST_PRICE = 1, 2  # a price may carry a C/H prefix; on the last price (31) it sets the flags
+class Prefix(enum.IntEnum):
+    """Whether a field's raw value may carry a C/H prefix (prices); on the last price (31) the
+    prefix also sets the quote's prior-close and halted flags."""
+
+    NONE = 0
+    PRICE = 1
+    LAST_PRICE = 2
+
+
+def _prefix(fid: str, kind: Kind) -> Prefix:
+    if kind is not Kind.PRICE:
+        return Prefix.NONE
+    return Prefix.LAST_PRICE if fid == "31" else Prefix.PRICE
 
 
 def quote_field_table(identity_keys: Iterable[str]) -> dict[str, Any]:
     """For the normalizer's hot path, one lookup per frame key: field id -> (name, the
-    :class:`ParseCache` of its kind, 0 / PRICE / LAST_PRICE), or None for ``identity_keys``.
+    :class:`ParseCache` of its kind, its :class:`Prefix`), or None for ``identity_keys``.
     Each call makes new caches (one set per normalizer)."""
     parsed = {kind: ParseCache(parse) for kind, parse in _PARSERS.items()}
     fields = {
-        fid: (name, parsed[kind], (LAST_PRICE if fid == "31" else PRICE) if kind is Kind.PRICE else 0)
+        fid: (name, parsed[kind], _prefix(fid, kind))
         for fid, (name, kind) in MARKET_DATA_FIELDS.items()
     }
     return {**fields, **dict.fromkeys(identity_keys)}

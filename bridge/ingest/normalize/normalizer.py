@@ -29,7 +29,8 @@ from bridge.events import (
 )
 from bridge.ingest import wire
 from bridge.ingest.fields import (
-    LAST_PRICE,
+    ElementError,
+    Prefix,
     Unparsed,
     decode_availability,
     quote_field_table,
@@ -41,7 +42,7 @@ from bridge.ingest.normalize import control
 from bridge.ingest.normalize.account import AccountState
 from bridge.ingest.normalize.control import as_object as _object
 from bridge.ingest.normalize.history import book_ladder, historical_bars
-from bridge.ingest.normalize.trading import ElementError, ExecutionLedger, OrderBook
+from bridge.ingest.normalize.trading import ExecutionLedger, OrderBook
 from bridge.quote_fast import new_quote
 
 _QUOTE_IDENTITY = frozenset({"topic", "conid", "conidEx", "_updated", "server_id", "6119", "6509"})
@@ -80,7 +81,6 @@ class Normalizer:
         self._executions = ExecutionLedger()
         self._accounts = AccountState()
         self._last_tic: Any = None
-        self.repaired_utf8_frames = 0
         # smd frames normalized the fast way, tallied for a metering caller (see _tally_frame)
         self.md_frames = 0
         self.md_bytes = 0
@@ -160,7 +160,6 @@ class Normalizer:
         obj = decoded.obj
         if obj is None:
             return [self._dead(data, received_ns, decoded.outcome.value, decoded.error)]
-        self.repaired_utf8_frames += 1
         try:
             return self._classified(obj, data, received_ns)
         except Exception as exc:  # noqa: BLE001 - see normalize()
@@ -296,7 +295,7 @@ class Normalizer:
                     changed.append(key)
                 continue
             name, parsed, prefixed = spec
-            if prefixed == LAST_PRICE:
+            if prefixed is _LAST_PRICE:
                 prefix = raw[0] if type(raw) is str and raw and raw[0] in "CH" else ""
                 Normalizer._last_flags(state, prefix, changed)
             try:
@@ -343,6 +342,7 @@ class Normalizer:
 
 
 _MISSING = object()
+_LAST_PRICE = Prefix.LAST_PRICE
 _TOPICS = wire.TOPIC_CACHE
 
 
