@@ -17,6 +17,7 @@ import gc
 import logging
 import random
 from collections.abc import Callable, Sequence
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -30,6 +31,7 @@ from bridge.delivery.spool import Spool
 from bridge.errors import SinkError
 from bridge.events import Event, EventClass
 from bridge.gateway.connection import ConnectionSettings, GatewayConnection
+from bridge.gateway.oauth import OAuthConsumer, load_key_set
 from bridge.gateway.rest import GatewayRest, RestSettings
 from bridge.ingest.session import GatewaySession
 from bridge.ingest.session_types import SessionSettings
@@ -43,7 +45,7 @@ from bridge.sinks.kafka import KafkaSink, KafkaSinkOptions
 from bridge.sinks.memory import MemorySink
 from bridge.sinks.redis import RedisSink, RedisSinkOptions
 from bridge.sinks.stdout import StdoutSink
-from bridge.specs import desired_subscriptions
+from bridge.specs import books_without_account, desired_subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +108,11 @@ class Bridge:
         self.settings = settings
         self.metrics = metrics or BridgeMetrics()
         self.sink = sink or build_sink(settings)
+        self.normalizer = MeteredNormalizer(self.metrics, ZoneInfo(settings.gateway.bars_time_zone))
         self.pipeline = Pipeline(
             Router(settings.destinations, settings.account_aliases),
             EnvelopeContext(source=f"urn:ibkr-bridge:{settings.instance}"),
+            self.normalizer.forget_quote,
         )
         self.meter = EventMeter(self.metrics)
         delivery = settings.delivery
@@ -138,22 +142,28 @@ class Bridge:
             observer=observer,
             on_acked=self._acked,
         )
-        self.normalizer = MeteredNormalizer(self.metrics)
         self.session = GatewaySession(
             SessionSettings(**settings.session.model_dump()),
             desired_subscriptions(settings, settings.gateway.account),
             normalizer=self.normalizer,
+            books_without_account=books_without_account(settings),
         )
         gateway = settings.gateway
         ca_file = str(gateway.ca_file) if gateway.ca_file else None
+        oauth_file = gateway.oauth_file if gateway.mode == "oauth" else None
         self.rest = GatewayRest(
-            RestSettings(base_url=f"{gateway.url}/v1/api", insecure_tls=gateway.insecure_tls, ca_file=ca_file)
+            RestSettings(base_url=f"{gateway.url}/v1/api", insecure_tls=gateway.insecure_tls,
+                         ca_file=ca_file),
+            OAuthConsumer(load_key_set(oauth_file)) if oauth_file is not None else None,
         )
         self.connection = GatewayConnection(
             self.session,
             self.rest,
             self.on_events,
-            ConnectionSettings(ws_url=gateway.ws_url, insecure_tls=gateway.insecure_tls, ca_file=ca_file),
+            ConnectionSettings(
+                ws_url=gateway.ws_url, insecure_tls=gateway.insecure_tls, ca_file=ca_file,
+                compete=gateway.compete, session_id=secret(gateway.session, gateway.session_file),
+            ),
         )
         self.admin = BridgeAdmin(
             settings, self.metrics, self.session, self.connection, self.buffer, self.spool, self.sink,

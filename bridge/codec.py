@@ -4,8 +4,9 @@
 delivery and a record re-published after a gap (``reconciled``) carries the
 same id as the live copy of the same state:
 
-- quotes: ``<conid>:<_updated>``, plus ``:<revision>`` for a second, different
-  frame in the same millisecond and ``:s`` for a snapshot;
+- quotes: ``<conid>:<_updated>`` (a combo: ``<full target>:<_updated>``), plus
+  ``:<revision>`` for a second, different frame in the same millisecond and ``:s``
+  for a snapshot;
 - executions: ``<execution_id>``, and ``<execution_id>:commission`` for the
   copy that adds the commission (an update, not a duplicate);
 - orders: account, orderId, status, filled quantity and a digest of the full state;
@@ -43,7 +44,7 @@ from bridge.events import (
     Quote,
 )
 from bridge.quote_fast import quote_fields
-from bridge.routing import Route
+from bridge.routing import Route, quote_key
 from bridge.sinks.base import Record
 
 SPEC_VERSION = "1.0"
@@ -58,9 +59,10 @@ def _digest(event: Event) -> str:
     return hashlib.blake2b(orjson.dumps(state, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
-def _quote_id(event: Event) -> str:
+def _quote_id(event: Event, key: str | None = None) -> str:
+    """``key`` is the quote's routing key (``quote_key``: the conid, a combo's full target)."""
     assert isinstance(event, Quote)
-    text = f"{event.conid}:{event.updated_ms}"
+    text = f"{quote_key(event) if key is None else key}:{event.updated_ms}"
     if event.revision:
         text = f"{text}:{event.revision}"
     return f"{text}:s" if event.snapshot else text
@@ -223,7 +225,8 @@ def encode_quote(quote: Quote, route: Route, ctx: EnvelopeContext, received_ns: 
     availability = quote.availability
     if availability is not None:
         fields["availability"] = ctx.availability_json(availability)
-    tail = (_quote_id(quote), ctx.time_text(time_ms), route.subject or route.key.decode(), sequence)
+    subject = route.subject or route.key.decode()
+    tail = (_quote_id(quote, subject), ctx.time_text(time_ms), subject, sequence)
     return Record.enveloped(
         route.destination, route.key, orjson.dumps(fields), ctx.constant_attributes(Quote), tail,
         _MARKET_DATA, _QUOTE_TYPE, time_ms,

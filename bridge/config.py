@@ -13,13 +13,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.errors import ConfigError
 from bridge.ingest.fields import DEFAULT_MARKET_DATA_FIELDS
+from bridge.ingest.wire import market_data_target, split_market_data_targets
+
+SMH_MAX_CONCURRENT = 5  # the gateway's limit on concurrent historical requests (reference §2.2)
 
 SINK_SCHEMES = ("kafka", "redis", "rediss", "stdout", "memory")
 
@@ -28,13 +40,39 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+GATEWAY_URL = "https://localhost:5000"
+WEB_API_URL = "https://api.ibkr.com"  # IBKR's Web API host, the default of `mode: oauth`
+
+
 class GatewaySettings(_Section):
-    url: str = "https://localhost:5000"
+    mode: Literal["gateway", "oauth"] = "gateway"  # oauth: IBKR's Web API over OAuth 1.0a, no gateway
+    url: str = GATEWAY_URL  # default in mode oauth: https://api.ibkr.com
     insecure_tls: bool = False  # only for the loopback gateway's self-signed certificate
     ca_file: Path | None = None
     session: SecretStr | None = None  # tickle session id override; env BRIDGE_GATEWAY__SESSION
     session_file: Path | None = None
+    oauth_file: Path | None = None  # mode oauth: the key set (oauth.json, ibind's OAuth1aConfig names)
+    compete: bool = False  # ssodh/init takes the brokerage session over from another login
     account: str | None = None  # default account for ssd/sld/sbd; else the gateway's selected account
+    # smh startTime carries no zone; the live frames read consistently only as UTC
+    # (bridge.ingest.normalize.history)
+    bars_time_zone: str = "UTC"
+
+    @field_validator("bars_time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone name, e.g. UTC or America/New_York") from None
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _web_api_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("mode") == "oauth" and data.get("url") is None:
+            return {**data, "url": WEB_API_URL}
+        return data
 
     @field_validator("url")
     @classmethod
@@ -74,22 +112,30 @@ class MarketDataSubscription(_Section):
     @classmethod
     def _strings(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        return [str(v) for v in value] if isinstance(value, list) else value
+            value = split_market_data_targets(value)  # a combo's legs stay together
+        return [str(v).strip() for v in value] if isinstance(value, list) else value
+
+    @field_validator("conids")
+    @classmethod
+    def _targets(cls, value: list[str]) -> list[str]:
+        return [market_data_target(target) for target in value]
 
 
 class BookSubscription(_Section):
-    conid: str
-    account: str | None = None
+    conid: str = Field(pattern=r"^\d+$")
+    account: str | None = None  # else gateway.account, else the gateway's selected account
     exchange: str | None = None
 
 
 class BarsSubscription(_Section):
-    conid: str
+    conid: str = Field(pattern=r"^\d+$")
     period: str = "1d"
     bar: str = "5min"
     source: str = "trades"
     outside_rth: bool = False
+    # true: the smh stays open for the updates (tickNum frames) the live gateway streams after the
+    # first answer; false: released with umh right after the first answer, as the docs describe
+    stream: bool = True
 
 
 class SubscriptionSettings(_Section):
@@ -102,6 +148,28 @@ class SubscriptionSettings(_Section):
     account_ledger: list[str] = Field(default_factory=list)
     book: list[BookSubscription] = Field(default_factory=list)
     bars: list[BarsSubscription] = Field(default_factory=list)
+
+    @field_validator("book")
+    @classmethod
+    def _one_ladder_per_account(cls, value: list[BookSubscription]) -> list[BookSubscription]:
+        accounts = [book.account or "(the default account)" for book in value]
+        twice = sorted({account for account in accounts if accounts.count(account) > 1})
+        if twice:
+            raise ValueError(
+                f"more than one ladder for {', '.join(twice)}: the gateway cancels ladders per account "
+                "(ubd+ACCOUNT), so the bridge holds one per account; keep one, or give each its own account"
+            )
+        return value
+
+    @field_validator("bars")
+    @classmethod
+    def _at_most_five_bars(cls, value: list[BarsSubscription]) -> list[BarsSubscription]:
+        if len(value) > SMH_MAX_CONCURRENT:
+            raise ValueError(
+                f"{len(value)} bars subscriptions: the gateway serves at most {SMH_MAX_CONCURRENT} "
+                f"historical-bars requests (smh) at once; remove {len(value) - SMH_MAX_CONCURRENT}"
+            )
+        return value
 
 
 class KafkaConfig(_Section):
@@ -221,6 +289,8 @@ SECRET_KEYS: dict[tuple[str, ...], str] = {
     ("sink", "kafka", "sasl_password"): "BRIDGE_SINK__KAFKA__SASL_PASSWORD or sink.kafka.sasl_password_file",
     ("sink", "redis", "password"): "BRIDGE_SINK__REDIS__PASSWORD or sink.redis.password_file",
     ("admin", "token"): "BRIDGE_ADMIN__TOKEN or admin.token_file",
+    **{("gateway", key): "the OAuth key set file named by gateway.oauth_file (or run --oauth FILE)"
+       for key in ("consumer_key", "access_token", "access_token_secret", "signature_key", "encryption_key")},
 }
 
 
@@ -280,12 +350,21 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
 def _missing_secret_files(settings: Settings) -> list[str]:
     files = {
         "gateway.session_file": settings.gateway.session_file,
+        "gateway.oauth_file": settings.gateway.oauth_file,
         "sink.kafka.sasl_password_file": settings.sink.kafka.sasl_password_file,
         "sink.redis.password_file": settings.sink.redis.password_file,
         "admin.token_file": settings.admin.token_file,
     }
     problems = [f"{name}: {path} does not exist or is not readable" for name, path in files.items()
                 if path is not None and not path.is_file()]  # fmt: skip
+    gateway = settings.gateway
+    if gateway.mode == "oauth" and gateway.oauth_file is None:
+        problems.append("gateway.oauth_file: mode oauth needs the key set file (oauth.json from the OAuth "
+                        "portal's material; BRIDGE_GATEWAY__OAUTH_FILE or run --oauth FILE)")  # fmt: skip
+    if gateway.session is not None and gateway.session_file is not None:
+        problems.append(
+            "gateway.session_file: set either BRIDGE_GATEWAY__SESSION or gateway.session_file, not both"
+        )
     kafka = settings.sink.kafka
     has_password = kafka.sasl_password is not None or kafka.sasl_password_file is not None
     if kafka.sasl_mechanism and not (kafka.sasl_username and has_password):

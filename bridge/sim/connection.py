@@ -22,7 +22,7 @@ from bridge.sim import frames
 from bridge.sim.account import AccountState
 from bridge.sim.config import SimConfig
 from bridge.sim.frames import OP_BINARY, OP_TEXT, ws_header
-from bridge.sim.market import burst_templates, conid_of
+from bridge.sim.market import burst_templates, combo_legs, conid_of
 from bridge.sim.orders import OrderEngine
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class MdSub:
     conid: int
     fields: frozenset[str]
     expires_at: float  # loop time
+    legs: tuple[tuple[int, int], ...] = ()  # a combo's (leg conid, ratio)
 
 
 @dataclass(slots=True)
@@ -52,6 +53,7 @@ class GatewayView(Protocol):
     session_id: str
     internal_session_id: str
     accounts_listed: bool
+    sessions_presented: list[tuple[str, str | None]]
     frames: Counter[str]
     suppressed: Counter[str]
     account: AccountState
@@ -73,7 +75,7 @@ class GatewayView(Protocol):
 
     def line_refusal(self, target: str) -> dict[str, Any] | None: ...
 
-    def open_history(self, conn: SimConnection, conid: int) -> dict[str, Any]: ...
+    def open_history(self, conn: SimConnection, conid: int, args: dict[str, Any]) -> dict[str, Any]: ...
 
     def close_history(self, conn: SimConnection, server_id: str) -> bool: ...
 
@@ -191,6 +193,7 @@ class SimConnection:
 
     def _on_session_message(self, msg: ClientMessage, text: str) -> None:
         if not self.authenticated:
+            self.gateway.sessions_presented.append(("message", msg.session))
             if msg.session is not None and msg.session == self.gateway.session_id:
                 self.open_session()
             return  # no echo, no error: wrong ids just leave the socket waiting
@@ -228,7 +231,7 @@ class SimConnection:
             if refusal:
                 self.write(refusal, "error")
             return
-        sub = MdSub(conid_of(target), fields, expires)
+        sub = MdSub(conid_of(target), fields, expires, combo_legs(target))
         self.md[target] = sub
         if gateway.data_flowing():
             snapshot = frames.dumps(gateway.md_snapshot(target, sub))
@@ -358,7 +361,7 @@ class SimConnection:
     # ----------------------------------------------------------------------------- history, book
     def _smh(self, msg: ClientMessage) -> None:
         conid = conid_of(msg.target or "")
-        frame = self.gateway.open_history(self, conid)
+        frame = self.gateway.open_history(self, conid, msg.args or {})
         self.write(frame, "smh" if "topic" in frame else "error")
 
     def _umh(self, msg: ClientMessage) -> None:

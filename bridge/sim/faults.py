@@ -14,12 +14,16 @@ Faults (parameters, defaults):
   ``/iserver`` calls answer 503 for ``duration_s``; afterwards new ``server_id`` values.
 - ``refuse_upgrade`` (count=1, status=401): refuse the next ``count`` websocket upgrades.
 - ``malformed`` (kind, connection): one frame of ``invalid_utf8`` (byte 0x99 in a text frame),
-  ``truncated_json``, ``unknown_topic`` or ``no_accounts`` (``{"error":"No accounts",...}``); or
-  ``binary`` (duration_s=None: for good) to send every frame with the binary opcode.
+  ``truncated_json``, ``unknown_topic`` or ``no_accounts`` (``{"error":"No accounts",...}``), or
+  ``raw`` with ``frame`` (the text of any frame, sent as it is); or ``binary`` (duration_s=None:
+  for good) to send every frame with the binary opcode.
 - ``line_limit`` (max_conids, mode="error"|"silent"): market-data lines beyond ``max_conids``
   distinct conids are refused (invented behaviour: the real socket's answer is unknown).
 - ``slow_reader`` (limit_bytes=1 MiB, flood_frames=50000, grace_s=1, duration_s=30): flood every
   socket, then abort (no close frame) any socket whose unread backlog stays above ``limit_bytes``.
+- ``lst_expire``: (OAuth mode) every live session token issued so far expires now; signed calls
+  answer 401 ``live session token expired`` until the client gets a new one.
+- ``ssodh_error`` (count=1): the next ``count`` ``ssodh/init`` calls answer 500.
 - ``clear``: undo every switch and restore authentication.
 
 Scenario file (JSON or YAML): a list (or ``{"faults": [...]}``) of ``{"at_s": 5, "fault": ..., ...}``.
@@ -158,8 +162,10 @@ async def _malformed(gateway: Gateway, params: Params) -> Params:
         gateway.binary_until = time.monotonic() + (duration if duration is not None else 1e12)
         return {}
     payload = _MALFORMED.get(str(kind))
+    if kind == "raw" and isinstance(params.get("frame"), str):
+        payload = str(params["frame"]).encode("utf-8", "surrogatepass")
     if payload is None:
-        raise FaultError(f"kind must be one of {sorted([*_MALFORMED, 'binary'])}")
+        raise FaultError(f"kind must be one of {sorted([*_MALFORMED, 'binary', 'raw'])} (raw takes a frame)")
     conns = _targets(gateway, params)
     for conn in conns:
         conn.write_bytes(payload, "malformed", frames.OP_TEXT)
@@ -205,6 +211,17 @@ async def _slow_reader_watch(gateway: Gateway, grace_s: float, duration_s: float
     gateway.slow_reader_limit = None
 
 
+async def _lst_expire(gateway: Gateway, params: Params) -> Params:
+    if gateway.oauth is None:
+        raise FaultError("lst_expire needs the OAuth mode (sim --oauth DIR)")
+    return {"expired": gateway.oauth.expire_all()}
+
+
+async def _ssodh_error(gateway: Gateway, params: Params) -> Params:
+    gateway.ssodh_errors = int(_number(params, "count", 1) or 0)
+    return {"count": gateway.ssodh_errors}
+
+
 async def _clear(gateway: Gateway, params: Params) -> Params:
     gateway.stall_until = gateway.binary_until = gateway.refuse_until = 0.0
     gateway.refuse_count = 0
@@ -224,6 +241,8 @@ FAULTS: dict[str, Callable[[Gateway, Params], Awaitable[Params]]] = {
     "malformed": _malformed,
     "line_limit": _line_limit,
     "slow_reader": _slow_reader,
+    "lst_expire": _lst_expire,
+    "ssodh_error": _ssodh_error,
     "clear": _clear,
 }
 

@@ -19,9 +19,9 @@ ROOT = Path(__file__).parents[2] / "bridge"
 # Every pure module, by name: a module renamed or removed fails test_every_listed_module_exists
 # instead of silently dropping out of the checks. Every module under a PURE_PACKAGES folder must
 # be listed here too.
-PURE = ["events", "quote_fast", "codec", "routing", "pipeline", "backoff", "config", "errors", "schemagen", "replay", "specs",
-        "gateway/tls", "sinks/base",
-        "ingest/__init__", "ingest/wire", "ingest/fields", "ingest/session", "ingest/session_types",
+PURE = ["events", "dead_letters", "quote_fast", "codec", "routing", "pipeline", "backoff", "config", "errors",
+        "schemagen", "replay", "specs", "oauth1a", "gateway/tls", "sinks/base",
+        "ingest/__init__", "ingest/wire", "ingest/fields", "ingest/bounds", "ingest/session", "ingest/session_types",
         "ingest/subscriptions", "ingest/liveness", "ingest/timers", "ingest/reconcile",
         "ingest/normalize/__init__", "ingest/normalize/normalizer", "ingest/normalize/trading",
         "ingest/normalize/account", "ingest/normalize/history", "ingest/normalize/control"]  # fmt: skip
