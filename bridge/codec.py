@@ -143,7 +143,7 @@ class EnvelopeContext:
     _constants: dict[type[Event], tuple[tuple[str, str | int], ...]] = dataclasses.field(default_factory=dict)
     _constants_epoch: int = -1
     # The last availability serialized and its JSON: the normalizer shares one object per 6509 code
-    # (fields.decode_availability), so consecutive quotes nearly always carry the same one.
+    # (fields.AvailabilityCodes), so consecutive quotes nearly always carry the same one.
     _availability: object = None
     _availability_fragment: orjson.Fragment | None = None
     # id -> (the availability object itself, its JSON); keeping the object makes the id unambiguous.

@@ -148,28 +148,34 @@ _TIMELINE = {
 
 
 def decode_availability(code: Any) -> MarketDataAvailability | None:
-    """Field 6509: char 1 timeline, char 2 ``P`` snapshot / ``p`` consolidated, char 3 ``B`` book.
-
-    One shared (immutable) object per code, so every conid on the same feed carries the same
-    object and the codec serializes it once."""
+    """Field 6509: char 1 timeline, char 2 ``P`` snapshot / ``p`` consolidated, char 3 ``B`` book."""
     if not isinstance(code, str) or not code:
         return None
-    decoded = _AVAILABILITY.get(code)
-    if decoded is None:
-        second = code[1] if len(code) > 1 else ""
-        decoded = MarketDataAvailability(
-            code=code,
-            timeline=_TIMELINE.get(code[0]),
-            snapshot_available=(second == "P") if second else None,
-            consolidated=(second == "p") if second else None,
-            top_of_book=(code[2] == "B") if len(code) > 2 else None,
-        )
-        if len(_AVAILABILITY) < 1024:  # the real codes are a handful; junk is not kept
-            _AVAILABILITY[code] = decoded
-    return decoded
+    second = code[1] if len(code) > 1 else ""
+    return MarketDataAvailability(
+        code=code,
+        timeline=_TIMELINE.get(code[0]),
+        snapshot_available=(second == "P") if second else None,
+        consolidated=(second == "p") if second else None,
+        top_of_book=(code[2] == "B") if len(code) > 2 else None,
+    )
 
 
-_AVAILABILITY: dict[str, MarketDataAvailability] = {}
+class AvailabilityCodes:
+    """``decode_availability`` with one shared (immutable) object per code, so every conid on the
+    same feed carries the same object and the codec serializes it once. One per normalizer."""
+
+    def __init__(self, max_codes: int = 1024) -> None:
+        self._decoded: dict[str, MarketDataAvailability] = {}
+        self._max_codes = max_codes  # the real codes are a handful; junk is not kept
+
+    def __call__(self, code: Any) -> MarketDataAvailability | None:
+        decoded = self._decoded.get(code) if type(code) is str else None
+        if decoded is None:
+            decoded = decode_availability(code)
+            if decoded is not None and len(self._decoded) < self._max_codes:
+                self._decoded[code] = decoded
+        return decoded
 
 
 P, N, INT, T, F = Kind.PRICE, Kind.NUMBER, Kind.INT, Kind.TEXT, Kind.FLAG01

@@ -30,10 +30,10 @@ from bridge.events import (
 )
 from bridge.ingest import bounds, wire
 from bridge.ingest.fields import (
+    AvailabilityCodes,
     ElementError,
     Prefix,
     Unparsed,
-    decode_availability,
     quote_field_table,
     to_int,
     to_text,
@@ -76,6 +76,8 @@ class Normalizer:
         self._executions = ExecutionLedger()
         self._accounts = AccountState()
         self._last_tic: Any = None
+        self._topics: dict[str, wire.Topic | None] = {}
+        self._availability = AvailabilityCodes()
         self.dropped_extra_values = 0  # unknown quote values dropped past bounds.MAX_EXTRA_BYTES
         # smd frames normalized the fast way, tallied for a metering caller (see _tally_frame)
         self.md_frames = 0
@@ -130,7 +132,7 @@ class Normalizer:
             topic_name = obj.get("topic")
             topic = None
             if type(topic_name) is str and "error" not in obj:
-                topic = _TOPICS.get(topic_name) or wire.parse_topic(topic_name)
+                topic = self._topics.get(topic_name) or self._topic(topic_name)
             if topic is None:
                 events = self._classified(obj, data, received_ns)
             elif topic.channel == "md":
@@ -162,6 +164,14 @@ class Normalizer:
                 topic = event.topic if type(event) is DeadLetter else None
                 events[index] = self._dead(data, received_ns, "unrepresentable", error, topic)
         return events
+
+    def _topic(self, name: str) -> wire.Topic | None:
+        if name in self._topics:
+            return self._topics[name]
+        topic = wire.parse_topic(name)
+        if len(self._topics) < _MAX_TOPICS:
+            self._topics[name] = topic
+        return topic
 
     def _tally_frame(self, events: list[Event], data: bytes | str, received_ns: int) -> None:
         """Every frame passes here (a metering subclass counts it) except the smd frames of the
@@ -334,7 +344,7 @@ class Normalizer:
             name, parsed, prefixed = spec
             if prefixed is _LAST_PRICE:
                 prefix = raw[0] if type(raw) is str and raw and raw[0] in "CH" else ""
-                Normalizer._last_flags(state, prefix, changed)
+                _last_flags(state, prefix, changed)
             try:
                 value = parsed[raw]
             except (Unparsed, TypeError):  # TypeError: a list or an object, which no kind accepts
@@ -346,7 +356,7 @@ class Normalizer:
             if current(name, missing) != value:
                 values[name] = value
                 changed.append(name)
-        _merge_identity(state, obj, changed)
+        _merge_identity(state, obj, changed, self._availability)
         return changed
 
     def _keep_extra(self, state: _QuoteState, key: str, raw: Any, changed: list[str]) -> None:
@@ -365,16 +375,6 @@ class Normalizer:
         extra[key] = value
         state.extra_bytes += size
         changed.append(key)
-
-    @staticmethod
-    def _last_flags(state: _QuoteState, prefix: str, changed: list[str]) -> None:
-        prior_close, halted = prefix == "C", prefix == "H"
-        if prior_close != state.last_is_prior_close:
-            state.last_is_prior_close = prior_close
-            changed.append("last_is_prior_close")
-        if halted != state.halted:
-            state.halted = halted
-            changed.append("halted")
 
     # ------------------------------------------------------------------------ session frames
 
@@ -397,10 +397,23 @@ class Normalizer:
 _MISSING = object()
 _LAST_PRICE = Prefix.LAST_PRICE
 _TOO_DEEP = f"nested deeper than {bounds.MAX_DEPTH} levels"
-_TOPICS = wire.TOPIC_CACHE
+_MAX_TOPICS = 100_000  # parsed topics kept per normalizer; data topics are one per stream
 
 
-def _merge_identity(state: _QuoteState, obj: dict[str, Any], changed: list[str]) -> None:
+def _last_flags(state: _QuoteState, prefix: str, changed: list[str]) -> None:
+    """The last price's C (prior close) or H (halted) prefix, as the quote's two flags."""
+    prior_close, halted = prefix == "C", prefix == "H"
+    if prior_close != state.last_is_prior_close:
+        state.last_is_prior_close = prior_close
+        changed.append("last_is_prior_close")
+    if halted != state.halted:
+        state.halted = halted
+        changed.append("halted")
+
+
+def _merge_identity(
+    state: _QuoteState, obj: dict[str, Any], changed: list[str], decode: AvailabilityCodes
+) -> None:
     """The identity keys of a quote frame: conidEx, the server id and the availability (6509)."""
     conid_ex = obj.get("conidEx")
     if conid_ex is not None and conid_ex != state.conid_ex:
@@ -411,7 +424,7 @@ def _merge_identity(state: _QuoteState, obj: dict[str, Any], changed: list[str])
     if server_id is not None and server_id != state.server_id:
         state.server_id = to_text(server_id) or state.server_id
     if "6509" in obj:
-        availability = decode_availability(obj["6509"])
+        availability = decode(obj["6509"])
         if availability != state.availability:
             state.availability = availability
             changed.append("availability")
