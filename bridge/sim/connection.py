@@ -54,12 +54,15 @@ class GatewayView(Protocol):
     internal_session_id: str
     accounts_listed: bool
     sessions_presented: list[tuple[str, str | None]]
+    silent_until: dict[str, float]
     frames: Counter[str]
     suppressed: Counter[str]
     account: AccountState
     orders: OrderEngine
 
     def is_stalled(self) -> bool: ...
+
+    def is_silent(self, topic: str) -> bool: ...
 
     def binary_frames(self) -> bool: ...
 
