@@ -27,7 +27,7 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from bridge.sim import cli as sim_cli  # type: ignore[attr-defined,unused-ignore]
+    from bridge.sim import cli as sim_cli
 
     parser = sub.add_parser("sim", help="run the Client Portal Gateway simulator")
     sim_cli.configure_parser(parser)
@@ -396,10 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_sim,
     )
     for add in commands:
-        try:
-            add(sub)
-        except ImportError:  # a command whose module is not built yet is simply absent
-            continue
+        add(sub)
     return parser
 
 

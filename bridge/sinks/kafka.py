@@ -16,11 +16,8 @@ topic, authorization) raise :class:`SinkRejected` with the record's index;
 anything the broker may get over (connection, timeouts, leadership changes)
 raises :class:`SinkUnavailable`.
 
-State topics (``state_topics``: stream topic -> state topic): every record of such a stream is
-written to its state topic too, unchanged (same key, value and headers), in the same publish;
-both copies are acknowledged before ``publish`` returns. A record without data (a tombstone, see
-``bridge.state``) is written with a null value. State topics the sink creates are compacted
-(``cleanup.policy=compact``).
+State topics: a record is also written, unchanged, to its stream's state topic in the same publish;
+one without data (a tombstone, ``bridge.state``) is a null value. Created state topics are compacted.
 """
 
 from __future__ import annotations
@@ -135,9 +132,11 @@ class KafkaSinkOptions:
             "topic_partitions",
             "topic_replication",
         )
-        for name in positive:
-            if getattr(self, name) <= 0:
-                problems.append(f"kafka.{name}: must be positive, got {getattr(self, name)}")
+        problems.extend(
+            f"kafka.{name}: must be positive, got {value}"
+            for name in positive
+            if (value := getattr(self, name)) <= 0
+        )
         if problems:
             raise ConfigError(problems)
 
@@ -306,14 +305,15 @@ class KafkaSink:
     async def _publish(self, producer: Any, batch: Sequence[Record]) -> None:
         entries = self._entries(batch)
         counts = {
-            topic: await self._partition_count(producer, topic, batch)
+            topic: await self._partition_count(producer, topic, entries)
             for topic in {entry[1] for entry in entries}
         }
         plan = self._plan(entries, counts)
         futures: list[asyncio.Future[Any]] = []
         try:
-            for part in plan:
-                futures.append(await producer.send_batch(part.builder, part.topic, partition=part.partition))
+            for part in plan:  # one at a time: on a failure, the futures sent so far are abandoned
+                sent = producer.send_batch(part.builder, part.topic, partition=part.partition)
+                futures.append(await sent)
         except kafka_errors.KafkaError as exc:
             _abandon(futures)
             raise translate(exc, plan[len(futures)].indices[0]) from exc
@@ -323,33 +323,24 @@ class KafkaSink:
             part, error = min(failures, key=lambda f: f[0].indices[0])
             raise translate(error, self._blamed_index(part, error, batch)) from error
 
-    async def _partition_count(self, producer: Any, topic: str, batch: Sequence[Record]) -> int:
+    async def _partition_count(self, producer: Any, topic: str, entries: Sequence[_Entry]) -> int:
         try:
             partitions = await producer.partitions_for(topic)
         except kafka_errors.UnknownTopicOrPartitionError as exc:
             if not await producer.client.force_metadata_update():
                 raise SinkUnavailable(f"kafka unreachable while looking up topic {topic!r}") from exc
-            raise translate(exc, self._first_index(batch, topic)) from exc
+            if topic in self._partitions or topic in self._options.create_topics:  # back from a stall
+                raise SinkUnavailable(f"kafka metadata is missing topic {topic!r}, which existed") from exc
+            raise translate(exc, next(i for i, t, *_ in entries if t == topic)) from exc
         except kafka_errors.KafkaError as exc:
-            raise translate(exc, self._first_index(batch, topic)) from exc
+            raise translate(exc, next(i for i, t, *_ in entries if t == topic)) from exc
         return len(partitions)
 
-    def _first_index(self, batch: Sequence[Record], topic: str) -> int:
-        """The first record written to ``topic`` (as itself or as its state copy)."""
-        state_of = self._state_of
-        return next(i for i, r in enumerate(batch) if topic in (r.destination, state_of.get(r.destination)))
-
     def _entries(self, batch: Sequence[Record]) -> list[_Entry]:
-        """Every record as ``(index, topic, key, value, headers)``, then every state copy (the
-        same key, value and headers on the state topic): each record is encoded once.
-
-        The header section of a codec record is encoded with the constant CloudEvents headers of
-        its event type cached (see ``kafka_headers``); a tombstone has a null value."""
+        """``(index, topic, key, value, headers)`` of every record, encoded once, then of its state copy."""
         structured, section_of = self._structured, self._header_section
-        enveloped = section_of.enveloped
-        gate = self._options.max_record_bytes - _HEADER_ALLOWANCE_BYTES
+        enveloped, gate = section_of.enveloped, self._options.max_record_bytes - _HEADER_ALLOWANCE_BYTES
         entries: list[_Entry] = []
-        append = entries.append
         value: bytes | None
         for index, record in enumerate(batch):
             if not record.data:  # a tombstone: a null value, which compaction treats as a delete
@@ -362,18 +353,13 @@ class KafkaSink:
                 value, headers = record.data, section_of(record.attributes)
             if value is not None and len(value) + len(record.key) > gate:
                 self._check_size(index, record, value)
-            append((index, record.destination, record.key, value, headers))
-        state_of = self._state_of
-        if state_of:
+            entries.append((index, record.destination, record.key, value, headers))
+        if state_of := self._state_of:
             entries += [(i, state_of[topic], k, v, h) for i, topic, k, v, h in entries if topic in state_of]
         return entries
 
     def _plan(self, entries: Sequence[_Entry], counts: dict[str, int]) -> list[_PartitionBatch]:
-        """Fill one builder per partition (more when one fills up); sync, so nothing interleaves.
-
-        Records go to our own :class:`RecordBatchBuilder` (the bytes aiokafka's builder would
-        write): see ``kafka_batch``.
-        """
+        """A :class:`RecordBatchBuilder` per partition (more when one is full); sync: nothing interleaves."""
         plan: list[_PartitionBatch] = []
         maps = self._partition_maps(counts)
         open_parts: dict[str, list[_PartitionBatch | None]] = {t: [None] * n for t, n in counts.items()}
@@ -426,12 +412,9 @@ class KafkaSink:
 
     async def _create_topics(self) -> None:
         options = self._options
-        compacted = {state for _, state in options.state_topics}
-        topics = [
-            NewTopic(t, options.topic_partitions, options.topic_replication,
-                     topic_configs={"cleanup.policy": "compact"} if t in compacted else {})
-            for t in options.create_topics
-        ]  # fmt: skip
+        compact, states, n = {"cleanup.policy": "compact"}, self._state_of.values(), options.topic_partitions
+        topics = [NewTopic(t, n, options.topic_replication, topic_configs=compact if t in states else {})
+                  for t in options.create_topics]  # fmt: skip
         admin = AIOKafkaAdminClient(**options.client_kwargs())
         try:
             await admin.start()
