@@ -47,6 +47,7 @@ async def test_tail_reads_kafka_binary_mode_records_and_filters_by_type(kafka_br
     topics = [f"orders-{suffix}", f"md-{suffix}", f"fills-{suffix}"]
     reader = read_topics(options, topics, from_beginning=True)
     lines = await collect((tail.from_kafka(*r) async for r in reader), ["orders", "execution"], 2)
+    await reader.aclose()  # its consumer is stopped now, not whenever the generator is collected
     joined = "\n".join(lines)
     assert "status=Filled" in joined and "filled_quantity=5.0" in joined
     assert "execution_id=E1" in joined and "reconciled" in joined
@@ -62,6 +63,7 @@ async def test_tail_reads_redis_stream_entries(redis_server: str) -> None:
     await sink.close()
     reader = read_streams(options, [f"md-{suffix}"], from_beginning=True)
     (line,) = await collect((tail.from_redis(*e) async for e in reader), [], 1)
+    await reader.aclose()  # its connection is closed now, not whenever the generator is collected
     assert "265598" in line and "last=271.5" in line and "snapshot" in line
 
 
