@@ -56,13 +56,13 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_yield_events_never_an_exception(data: bytes) -> None:
     normalize_and_encode(Normalizer(), data)
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(JSON_OBJECTS), st.data())
 def test_mutated_real_frames_yield_events_never_an_exception(frame: dict[str, Any], data: st.DataObject) -> None:
     mutated = dict(frame)
@@ -93,7 +93,7 @@ field_values = {"31": price_text, "84": price_text, "86": price_text, "70": pric
 deltas = st.lists(st.dictionaries(field_ids, st.just(None), min_size=1, max_size=5), min_size=1, max_size=8)
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_snapshot_then_deltas_merge_to_the_same_state_as_the_equivalent_full_frame(data: st.DataObject) -> None:
     frames = [{fid: data.draw(field_values[fid]) for fid in delta} for delta in data.draw(deltas)]
@@ -159,7 +159,7 @@ def builds(cls: type[Any]) -> st.SearchStrategy[Any]:
     return st.builds(cls, **kwargs)
 
 
-@settings(max_examples=30, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_every_event_type_round_trips_through_the_codec_and_validates(data: st.DataObject) -> None:
     for cls in EVENT_TYPES:
