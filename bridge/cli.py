@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
     from bridge.config import Settings
+    from bridge.errors import ConfigError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -115,12 +116,17 @@ def _check_config(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(Path(args.file))
     except ConfigError as exc:
-        print(f"{args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        return config_failure("check-config", exc)
     print(_summary(settings, args.file))
     return EXIT_OK
+
+
+def config_failure(command: str, exc: ConfigError) -> int:
+    """Print every configuration problem the same way for every command; the usage exit code."""
+    print(f"ibkr-bridge {command}: invalid configuration, {len(exc.problems)} problem(s):", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  - {problem}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _summary(settings: Settings, source: str) -> str:
@@ -156,33 +162,35 @@ def _add_check_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(command=_check_config)
 
 
-def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Command-line flags as settings overrides (flags win over the file)."""
+def run_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """Command-line flags as settings overrides (flags win over the file), and the flag of each."""
     overrides: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], str] = {}
 
-    def put(path: str, value: Any) -> None:
+    def put(path: str, value: Any, flag: str) -> None:
         node = overrides
         *parents, leaf = path.split(".")
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
+        origins[tuple(path.split("."))] = flag
 
     if args.gateway:
-        put("gateway.url", args.gateway)
+        put("gateway.url", args.gateway, "--gateway")
     if args.gateway_insecure_tls:
-        put("gateway.insecure_tls", True)
+        put("gateway.insecure_tls", True, "--gateway-insecure-tls")
     if args.sink:
-        put("sink.url", args.sink)
+        put("sink.url", args.sink, "--sink")
     if args.market_data:
-        put("subscriptions.market_data.conids", args.market_data)
+        put("subscriptions.market_data.conids", args.market_data, "--market-data")
     for flag in ("orders", "executions", "pnl"):
         if getattr(args, flag):
-            put(f"subscriptions.{flag}", True)
+            put(f"subscriptions.{flag}", True, f"--{flag}")
     if args.admin:
         host, _, port = args.admin.rpartition(":")
-        put("admin.host", host or "127.0.0.1")
-        put("admin.port", port)
-    return overrides
+        put("admin.host", host or "127.0.0.1", "--admin")
+        put("admin.port", port, "--admin")
+    return overrides, origins
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -191,10 +199,9 @@ def _run(args: argparse.Namespace) -> int:
     from bridge.logs import configure_logging
 
     try:
-        settings = load_settings(Path(args.config) if args.config else None, run_overrides(args))
+        settings = load_settings(Path(args.config) if args.config else None, *run_overrides(args))
     except ConfigError as exc:
-        print(f"ibkr-bridge run: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return config_failure("run", exc)
     configure_logging(settings.logging.level, settings.logging.format)
     return asyncio.run(_serve(settings))
 
@@ -244,6 +251,12 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from bridge.extras import DEMO_MODULES, missing_extra
+
+    missing = missing_extra("demo", DEMO_MODULES)
+    if missing:
+        print(missing, file=sys.stderr)
+        return EXIT_USAGE
     from bridge.demo import main as demo_main
 
     logging.basicConfig(level=logging.ERROR)
@@ -268,10 +281,10 @@ def _tail(args: argparse.Namespace) -> int:
     from bridge.errors import BridgeError, ConfigError
 
     try:
-        settings = load_settings(Path(args.config) if args.config else None, {"sink": {"url": args.sink}})
+        config = Path(args.config) if args.config else None
+        settings = load_settings(config, {"sink": {"url": args.sink}}, {("sink", "url"): "--sink"})
     except ConfigError as exc:
-        print(f"ibkr-bridge tail: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return config_failure("tail", exc)
     if settings.sink.kind not in ("kafka", "redis"):
         print("ibkr-bridge tail: --sink must be kafka://host:port or redis://host:port[/db]", file=sys.stderr)
         return EXIT_USAGE

@@ -4,22 +4,27 @@ Every duration and size carries its unit in its name. Unknown keys are errors
 (a typo never silently becomes a default). Secrets (gateway session, broker
 passwords, the admin token) are read only from the environment or from
 ``*_file`` paths, never from YAML; one found in YAML is an error that says where
-to put it instead. :func:`load_settings` raises :class:`ConfigError` listing
-every problem, each naming the field, the value and what is allowed.
+to put it instead. :func:`load_settings` is the one validation path (``check-config``
+and ``run`` both call it); it raises :class:`ConfigError` listing every problem, each
+naming the field path, the value, what is allowed and who set it (file, variable or flag).
 """
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from bridge.config_sources import Layers, Loc, Problem, closest, read_environment, render, without
 from bridge.errors import ConfigError
 from bridge.gateway.fields import DEFAULT_MARKET_DATA_FIELDS
+from bridge.routing import DEFAULT_DESTINATIONS
 
 SINK_SCHEMES = ("kafka", "redis", "rediss", "stdout", "memory")
 
@@ -66,8 +71,31 @@ class SessionConfig(_Section):
     ssodh_init: bool = True
 
 
+_TARGET = re.compile(r"[1-9][0-9]*(@[A-Za-z0-9_.]+)?")
+
+
+def _market_data_target(value: str) -> str:
+    if not _TARGET.fullmatch(value):
+        symbol = " (a symbol is not a conid: look it up with GET /trsrv/stocks?symbols=...)"
+        raise ValueError(
+            "expected a positive numeric conid, optionally @EXCHANGE (265598 or 265598@SMART)"
+            + (symbol if value.isalpha() else "")
+        )
+    return value
+
+
+def _conid(value: str) -> str:
+    if not value.isdigit() or value.startswith("0"):
+        raise ValueError("expected a positive numeric conid (e.g. 265598)")
+    return value
+
+
+MarketDataTarget = Annotated[str, AfterValidator(_market_data_target)]
+Conid = Annotated[str, AfterValidator(_conid)]
+
+
 class MarketDataSubscription(_Section):
-    conids: list[str] = Field(default_factory=list)  # conid, conid@EXCHANGE or a combo conidex
+    conids: list[MarketDataTarget] = Field(default_factory=list)  # CONID or CONID@EXCHANGE
     fields: list[str] = Field(default_factory=lambda: list(DEFAULT_MARKET_DATA_FIELDS))
 
     @field_validator("conids", "fields", mode="before")
@@ -79,13 +107,13 @@ class MarketDataSubscription(_Section):
 
 
 class BookSubscription(_Section):
-    conid: str
+    conid: Conid
     account: str | None = None
     exchange: str | None = None
 
 
 class BarsSubscription(_Section):
-    conid: str
+    conid: Conid
     period: str = "1d"
     bar: str = "5min"
     source: str = "trades"
@@ -102,6 +130,11 @@ class SubscriptionSettings(_Section):
     account_ledger: list[str] = Field(default_factory=list)
     book: list[BookSubscription] = Field(default_factory=list)
     bars: list[BarsSubscription] = Field(default_factory=list)
+
+    @field_validator("account_summary", "account_ledger", mode="before")
+    @classmethod
+    def _accounts(cls, value: Any) -> Any:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
 
 class KafkaConfig(_Section):
@@ -186,10 +219,7 @@ class LogSettings(_Section):
     format: Literal["auto", "json", "text"] = "auto"
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
-    )
+class Settings(_Section):
 
     gateway: GatewaySettings = GatewaySettings()
     session: SessionConfig = SessionConfig()
@@ -202,17 +232,17 @@ class Settings(BaseSettings):
     logging: LogSettings = LogSettings()
     instance: str = "ibkr-bridge"
 
+    @field_validator("destinations")
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The YAML file arrives as init values, so the environment must come first to win over it.
-        return env_settings, init_settings
+    def _families(cls, value: dict[str, str]) -> dict[str, str]:
+        for family in value:
+            if family not in DEFAULT_DESTINATIONS:
+                hint = closest(family, DEFAULT_DESTINATIONS)
+                raise ValueError(
+                    f"unknown family {family!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+                    + f"; allowed: {', '.join(DEFAULT_DESTINATIONS)}"
+                )
+        return value
 
 
 # (section path, secret key) -> where it must come from instead
@@ -224,24 +254,25 @@ SECRET_KEYS: dict[tuple[str, ...], str] = {
 }
 
 
-def _secrets_in_yaml(data: dict[str, Any]) -> list[str]:
+def _secrets_in_yaml(data: dict[str, Any]) -> list[Problem]:
     problems = []
     for path, instead in SECRET_KEYS.items():
         node: Any = data
         for part in path:
             node = node.get(part) if isinstance(node, dict) else None
         if node is not None:
-            problems.append(f"{'.'.join(path)}: secrets are not read from YAML files; set {instead}")
+            problems.append(Problem(path, f"secrets are not read from YAML files; set {instead}"))
     return problems
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        with path.open("rb") as handle:
+            data = yaml.safe_load(handle)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from exc
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from exc
+        raise ConfigError([f"{path}: {_yaml_problem(exc)}"]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -249,51 +280,124 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _describe(error: dict[str, Any]) -> str:
-    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    parts = (getattr(exc, "context", None), getattr(exc, "problem", None))
+    what = " ".join(str(part) for part in parts if part)
+    return f"{where}not valid YAML ({what or exc})"
+
+
+def _field_names(loc: Loc) -> list[str]:
+    """The keys allowed in the section at ``loc`` (for "did you mean")."""
+    model: Any = Settings
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = getattr(model, "model_fields", {}).get(part)
+        if info is None:
+            return []
+        model = info.annotation
+        while getattr(model, "__args__", None) and not hasattr(model, "model_fields"):
+            model = next((a for a in model.__args__ if hasattr(a, "model_fields")), model.__args__[0])
+    return list(getattr(model, "model_fields", {}))
+
+
+def _describe(error: Mapping[str, Any]) -> Problem:
+    loc: Loc = tuple(error["loc"])
     if error["type"] == "extra_forbidden":
-        return f"{where}: unknown key (check the spelling; see config/ for every allowed key)"
+        hint = closest(str(loc[-1]), _field_names(loc[:-1]))
+        allowed = f"did you mean {hint!r}?" if hint else f"allowed here: {', '.join(_field_names(loc[:-1]))}"
+        return Problem(loc, f"unknown key; {allowed}")
     if error["type"] == "missing":
-        return f"{where}: required"
-    value = error.get("input")
-    loc = tuple(str(part) for part in error["loc"])
-    shown = "***" if any(loc[: len(path)] == path for path in SECRET_KEYS) else repr(value)
-    return f"{where}: {shown} is not allowed: {error['msg']}"
+        return Problem(loc, "required")
+    secret_value = any(tuple(map(str, loc[: len(path)])) == path for path in SECRET_KEYS)
+    shown = "***" if secret_value else repr(error.get("input"))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return Problem(loc, f"{shown} is not allowed: {message}")
 
 
-def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Build the settings; raises ConfigError listing every problem."""
+def load_settings(
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    override_origins: Mapping[tuple[str, ...], str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Defaults < YAML file < ``BRIDGE_*`` environment < ``overrides`` (command-line flags).
+
+    The one validation path: raises ConfigError listing every problem, each naming the field,
+    the value, what is allowed and the file, variable or flag that set it.
+    """
+    layers = Layers()
     data = read_yaml(path) if path is not None else {}
     problems = _secrets_in_yaml(data)
-    merged = _deep_merge(data, overrides or {})
-    try:
-        settings = Settings(**merged)
-    except ValidationError as exc:
-        problems += [_describe(e) for e in exc.errors()]  # type: ignore[arg-type]
-        raise ConfigError(problems) from None
-    problems += _missing_secret_files(settings)
+    layers.add(data, f"in {path}")
+    env_values, env_origins = read_environment(os.environ if environ is None else environ)
+    layers.add(env_values, {p: f"from {name}" for p, name in env_origins.items()})
+    flags = {p: f"from {flag}" for p, flag in (override_origins or {}).items()}
+    layers.add(overrides or {}, flags or "from the command line")
+    settings, errors = _validate(layers.data)
+    problems += errors
+    if settings is None and errors:
+        # Check what is left once the bad values are dropped, so every problem shows at once.
+        settings, _ = _validate(without(layers.data, [p.loc for p in errors]))
+    if settings is not None:
+        problems += _cross_field_problems(settings) + _path_problems(settings)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError([render(p, layers.origin_of(p.loc)) for p in problems])
+    assert settings is not None
     return settings
 
 
-def _missing_secret_files(settings: Settings) -> list[str]:
+def _validate(data: dict[str, Any]) -> tuple[Settings | None, list[Problem]]:
+    try:
+        return Settings(**data), []
+    except ValidationError as exc:
+        return None, [_describe(e) for e in exc.errors()]
+
+
+def _cross_field_problems(settings: Settings) -> list[Problem]:
+    problems = []
+    for index, book in enumerate(settings.subscriptions.book):
+        if book.account is None and settings.gateway.account is None:
+            message = f"book {book.conid} needs an account: set it here or set gateway.account"
+            problems.append(Problem(("subscriptions", "book", index, "account"), message))
+    return problems
+
+
+def _path_problems(settings: Settings) -> list[Problem]:
     files = {
-        "gateway.session_file": settings.gateway.session_file,
-        "sink.kafka.sasl_password_file": settings.sink.kafka.sasl_password_file,
-        "sink.redis.password_file": settings.sink.redis.password_file,
-        "admin.token_file": settings.admin.token_file,
+        ("gateway", "session_file"): settings.gateway.session_file,
+        ("sink", "kafka", "sasl_password_file"): settings.sink.kafka.sasl_password_file,
+        ("sink", "redis", "password_file"): settings.sink.redis.password_file,
+        ("admin", "token_file"): settings.admin.token_file,
     }
-    problems = [f"{name}: {path} does not exist or is not readable" for name, path in files.items()
-                if path is not None and not path.is_file()]  # fmt: skip
+    problems = [Problem(loc, f"{str(path)!r} does not exist or is not readable")
+                for loc, path in files.items() if path is not None and not path.is_file()]  # fmt: skip
+    spool = _unwritable_directory(settings.delivery.spool_dir)
+    if spool:
+        problems.append(Problem(("delivery", "spool_dir"), spool))
     kafka = settings.sink.kafka
     has_password = kafka.sasl_password is not None or kafka.sasl_password_file is not None
     if kafka.sasl_mechanism and not (kafka.sasl_username and has_password):
-        problems.append(
-            "sink.kafka.sasl_mechanism: needs sasl_username and BRIDGE_SINK__KAFKA__SASL_PASSWORD "
-            "or sink.kafka.sasl_password_file"
-        )
+        problems.append(Problem(("sink", "kafka", "sasl_mechanism"),
+                                "needs sasl_username and BRIDGE_SINK__KAFKA__SASL_PASSWORD "
+                                "or sink.kafka.sasl_password_file"))  # fmt: skip
     return problems
+
+
+def _unwritable_directory(path: Path) -> str | None:
+    """Why ``path`` cannot be used (or created) as a writable directory; None when it can."""
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    fix = "choose a directory this user can write (e.g. ./spool) or create it with write access for this user"
+    if not probe.is_dir():
+        return f"{str(path)!r} cannot be created: {probe} is not a directory; {fix}"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        verb = "is not writable" if probe == path else f"cannot be created: {probe} is not writable"
+        return f"{str(path)!r} {verb} by this user (uid {os.getuid()}); {fix}"
+    return None
 
 
 def secret(value: SecretStr | None, file: Path | None) -> str | None:
@@ -303,13 +407,3 @@ def secret(value: SecretStr | None, file: Path | None) -> str | None:
     if file is not None:
         return file.read_text().rstrip("\n")
     return None
-
-
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged

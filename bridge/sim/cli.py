@@ -9,9 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+from bridge.extras import SIM_MODULES, missing_extra
 from bridge.sim.config import DEFAULT_CONIDS, SimConfig
-from bridge.sim.faults import FaultError
-from bridge.sim.server import GatewaySimulator
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +62,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
 
 
 async def _serve(config: SimConfig) -> None:
+    from bridge.sim.server import GatewaySimulator
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -75,6 +76,12 @@ async def _serve(config: SimConfig) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    missing = missing_extra("sim", SIM_MODULES)
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
+    from bridge.sim.faults import FaultError
+
     config = config_from_args(args)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
