@@ -21,7 +21,7 @@ from aiohttp import web
 
 from bridge.admin import build_admin_app, start_admin
 from bridge.backoff import BackoffPolicy
-from bridge.codec import EnvelopeContext, encode, encode_quote
+from bridge.codec import EnvelopeContext
 from bridge.config import Settings, secret
 from bridge.delivery.buffer import DeliveryBuffer
 from bridge.delivery.spool import Spool
@@ -51,10 +51,13 @@ from bridge.events import (
     TickleReply,
 )
 from bridge.gateway.connection import ConnectionSettings, GatewayConnection
-from bridge.gateway.normalizer import Normalizer
-from bridge.gateway.protocol import GatewayProtocol, SessionSettings, Subscription
 from bridge.gateway.rest import GatewayRest, RestSettings
+from bridge.ingest.normalize.normalizer import Normalizer
+from bridge.ingest.session import GatewayProtocol
+from bridge.ingest.session_types import SessionSettings
+from bridge.ingest.subscriptions import Subscription
 from bridge.metrics import BridgeMetrics
+from bridge.pipeline import Pipeline
 from bridge.publisher import Publisher
 from bridge.routing import Router
 from bridge.sinks.base import Record, Sink
@@ -221,6 +224,7 @@ class Bridge:
         self.sink = sink or build_sink(settings)
         self.router = Router(settings.destinations, settings.account_aliases)
         self.envelope = EnvelopeContext(source=f"urn:ibkr-bridge:{settings.instance}")
+        self.pipeline = Pipeline(self.router, self.envelope)
         delivery = settings.delivery
         self.spool = Spool(
             delivery.spool_dir,
@@ -284,21 +288,14 @@ class Bridge:
     async def on_events(self, events: Sequence[Event], received_ns: int) -> None:
         self._last_frame_ns = received_ns
         self.normalizer.flush_metrics()
-        router, envelope, records = self.router, self.envelope, []
-        route, quote_route = router.route, router.quote_route
         for event in events:
-            if type(event) is Quote:  # the bulk of the traffic: no side effect here, one encoder
-                destination = quote_route(event)
-                if destination is not None:
-                    records.append(encode_quote(event, destination, envelope, received_ns))
+            if type(event) is Quote:  # the bulk of the traffic: nothing to observe
                 continue
             if type(event) is Lifecycle:
                 self._lifecycle(event)
             elif type(event) is AuthStatus and event.competing is not None:
                 self.metrics.set_competing(event.competing)
-            destination = route(event)
-            if destination is not None:
-                records.append(encode(event, destination, envelope, received_ns))
+        records = self.pipeline.records(events, received_ns)
         if records:
             self.buffer.put_many(records)
             if self.buffer.backpressure:
@@ -309,8 +306,7 @@ class Bridge:
     def _lifecycle(self, event: Lifecycle) -> None:
         m, kind = self.metrics, event.kind
         epoch = event.detail.get("session_epoch")
-        if isinstance(epoch, int) and epoch != self.envelope.session_epoch:
-            self.envelope.session_epoch = epoch
+        if isinstance(epoch, int):
             m.set_session_epoch(epoch)
         if kind is LifecycleKind.CONNECTED:
             m.connected("startup" if self.counts.reconnects == 0 else "reconnect")

@@ -23,7 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 
 from bridge.config_sources import Layers, Loc, Problem, closest, read_environment, render, without
 from bridge.errors import ConfigError
-from bridge.gateway.fields import DEFAULT_MARKET_DATA_FIELDS
+from bridge.ingest.fields import DEFAULT_MARKET_DATA_FIELDS
 from bridge.routing import DEFAULT_DESTINATIONS
 
 SINK_SCHEMES = ("kafka", "redis", "rediss", "stdout", "memory")
@@ -57,7 +57,7 @@ class GatewaySettings(_Section):
 
 
 class SessionConfig(_Section):
-    """Maps onto ``bridge.gateway.protocol.SessionSettings``."""
+    """Maps onto ``bridge.ingest.session_types.SessionSettings``."""
 
     tic_interval_s: float = Field(30.0, gt=0)
     tickle_interval_s: float = Field(60.0, gt=0)

@@ -1,4 +1,4 @@
-"""Replay recorded gateway frames through the normalizer and the codec (pure but for the file handles).
+"""Replay recorded gateway frames through the normalizer and the pipeline (pure but for the file handles).
 
 Used by ``ibkr-bridge normalize`` and by the golden tests: one input line is one
 frame's exact text; each produces the structured-mode CloudEvents of its events.
@@ -10,9 +10,10 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from bridge.codec import EnvelopeContext, encode
+from bridge.codec import EnvelopeContext
 from bridge.events import Control, DeadLetter, Event, EventClass
-from bridge.gateway.normalizer import Normalizer
+from bridge.ingest.normalize.normalizer import Normalizer
+from bridge.pipeline import Pipeline
 from bridge.routing import Router
 
 
@@ -46,20 +47,15 @@ def replay(
 ) -> Iterator[list[bytes]]:
     """For each frame, the structured-mode envelopes of the events it produced."""
     normalizer = Normalizer()
-    router = Router(publish_internal=True)
-    ctx = EnvelopeContext(source=source)
+    pipeline = Pipeline(Router(publish_internal=True), EnvelopeContext(source=source))
     for frame in frames:
         received_ns = next(clock_ns)
         events = normalizer.normalize(frame, received_ns)
         if stats is not None:
             stats.lines_by_outcome[line_outcome(events)] += 1
             stats.events_by_type.update(e.TYPE for e in events)
-        envelopes = []
-        for event in events:
-            route = router.route(event)
-            assert route is not None  # publish_internal routes every event
-            envelopes.append(encode(event, route, ctx, received_ns).structured())
-        yield envelopes
+        # publish_internal routes every event: one record per event
+        yield [record.structured() for record in pipeline.records(events, received_ns)]
 
 
 def fixed_clock(start_ms: int, step_ms: int = 1) -> Iterator[int]:

@@ -19,7 +19,7 @@ import orjson
 
 from bridge.codec import SCHEMA_BASE
 from bridge.events import EVENT_TYPES, Event, Quote
-from bridge.gateway.fields import MARKET_DATA_FIELDS, json_type_of
+from bridge.ingest.fields import MARKET_DATA_FIELDS, json_type_of
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 

@@ -33,19 +33,18 @@ from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTrans
 
 from bridge.errors import GatewayError, GatewayUnavailable
 from bridge.events import Event, Execution, Quote
-from bridge.gateway.protocol import (
+from bridge.gateway.tls import build_ssl
+from bridge.ingest.session import GatewayProtocol
+from bridge.ingest.session_types import (
     Action,
     ExpectSnapshot,
-    GatewayProtocol,
-    HistoryRequest,
     PollAuthStatus,
     Reauthenticate,
     Reconcile,
     Reconnect,
-    Subscription,
     TickleRest,
 )
-from bridge.gateway.tls import build_ssl
+from bridge.ingest.subscriptions import HistoryRequest, Subscription
 
 if TYPE_CHECKING:
     from bridge.gateway.rest import GatewayRest
@@ -154,7 +153,7 @@ def _code(code: object) -> int:
 
 
 class FrameNormalizer(Protocol):
-    """What the connection needs from ``bridge.gateway.normalizer.Normalizer``."""
+    """What the connection needs from ``bridge.ingest.normalize.normalizer.Normalizer``."""
 
     def normalize(self, data: bytes | str, received_ns: int) -> list[Event]: ...
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bridge.gateway.wire import ClientMessage, parse_client_message
+from bridge.ingest.wire import ClientMessage, parse_client_message
 from bridge.sim import frames
 from bridge.sim.frames import OP_BINARY, OP_TEXT, ws_header
 from bridge.sim.market import burst_templates, conid_of

@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.gateway.fields import DEFAULT_MARKET_DATA_FIELDS
+from bridge.ingest.fields import DEFAULT_MARKET_DATA_FIELDS
 from tests.bench.e2e_meter import pin_self
 from tests.bench.e2e_report import print_table, summarize
 from tests.fixtures.brokers import ServerProcess, create_topic, start_kafka_broker, start_redis_server

@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 
 from bridge.codec import EnvelopeContext, encode
-from bridge.gateway.normalizer import Normalizer
+from bridge.ingest.normalize.normalizer import Normalizer
 from bridge.routing import Router
 
 

@@ -15,9 +15,11 @@ import pytest
 from bridge.backoff import Backoff
 from bridge.events import Event, Execution, Lifecycle, LifecycleKind, Order, Quote
 from bridge.gateway.connection import ConnectionSettings, GatewayConnection
-from bridge.gateway.normalizer import Normalizer
-from bridge.gateway.protocol import GatewayProtocol, SessionSettings, Subscription
 from bridge.gateway.rest import GatewayRest, RestSettings
+from bridge.ingest.normalize.normalizer import Normalizer
+from bridge.ingest.session import GatewayProtocol
+from bridge.ingest.session_types import SessionSettings
+from bridge.ingest.subscriptions import Subscription
 from bridge.sim.config import SimConfig
 from bridge.sim.server import GatewaySimulator
 

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from bridge.codec import EnvelopeContext, decode_event, encode
 from bridge.events import EVENT_TYPES, AccountLedger, Event, Quote
-from bridge.gateway.fields import MARKET_DATA_FIELDS, Kind
-from bridge.gateway.normalizer import Normalizer
+from bridge.ingest.fields import MARKET_DATA_FIELDS, Kind
+from bridge.ingest.normalize.normalizer import Normalizer
 from bridge.routing import Router
 from bridge.schemagen import schema_for
 

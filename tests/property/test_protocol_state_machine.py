@@ -20,13 +20,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from bridge.backoff import Backoff, BackoffPolicy
 from bridge.events import AuthStatus, Event, Heartbeat, LifecycleKind, Quote, SystemLogin
-from bridge.gateway.protocol import (
-    GatewayProtocol,
-    Reconnect,
-    SessionSettings,
-    SessionState,
-    Subscription,
-)
+from bridge.ingest.session import GatewayProtocol
+from bridge.ingest.session_types import Reconnect, SessionSettings, SessionState
+from bridge.ingest.subscriptions import Subscription
 
 S = 1_000_000_000
 POOL = (

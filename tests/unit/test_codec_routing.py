@@ -122,7 +122,7 @@ def test_quote_ids_from_the_fast_encoder_match_the_generic_id_rules() -> None:
 
 def test_quotes_alternating_between_availabilities_each_carry_their_own() -> None:
     from bridge.events import MarketDataAvailability
-    from bridge.gateway.fields import decode_availability
+    from bridge.ingest.fields import decode_availability
 
     realtime, delayed = decode_availability("RpB"), decode_availability("DPB")
     assert realtime is decode_availability("RpB") and realtime != delayed

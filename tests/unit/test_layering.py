@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[2] / "bridge"
-PURE = ["events", "codec", "routing", "backoff", "config", "errors", "schemagen", "replay",
-        "gateway/tls", "gateway/wire", "gateway/normalizer", "gateway/fields", "gateway/trading", "gateway/account",
-        "gateway/history", "gateway/protocol", "gateway/session", "gateway/subscriptions", "gateway/session_frames",
+PURE = ["events", "codec", "routing", "pipeline", "backoff", "config", "errors", "schemagen", "replay",
+        "gateway/tls", "ingest/wire", "ingest/fields", "ingest/session", "ingest/session_types",
+        "ingest/subscriptions", "ingest/normalize/normalizer", "ingest/normalize/trading",
+        "ingest/normalize/account", "ingest/normalize/history", "ingest/normalize/control",
         "sinks/base"]  # fmt: skip
 FORBIDDEN = {"asyncio", "aiohttp", "aiokafka", "redis", "websockets", "picows", "prometheus_client", "socket",
              "bridge.metrics", "bridge.sinks.kafka", "bridge.sinks.redis", "bridge.app", "time"}  # fmt: skip
@@ -87,5 +88,6 @@ def test_only_the_composition_root_names_concrete_sinks() -> None:
     assert not offenders, f"{offenders} name concrete sinks; only app.py may"
 
 
-CORE = {"events", "codec", "routing", "errors", "schemagen", "replay", "gateway/wire", "gateway/normalizer",
-          "gateway/fields", "gateway/trading", "gateway/account", "gateway/history", "sinks/base"}  # fmt: skip
+CORE = {"events", "codec", "routing", "pipeline", "errors", "schemagen", "replay", "ingest/wire", "ingest/fields",
+        "ingest/session", "ingest/normalize/normalizer", "ingest/normalize/trading", "ingest/normalize/account",
+        "ingest/normalize/history", "ingest/normalize/control", "sinks/base"}  # fmt: skip

@@ -25,7 +25,7 @@ from bridge.events import (
     Quote,
     TickleReply,
 )
-from bridge.gateway.normalizer import Normalizer, _new_quote
+from bridge.ingest.normalize.normalizer import Normalizer, _new_quote
 
 NOW_NS = 1_777_000_000_000_000_000
 
@@ -297,7 +297,7 @@ def test_unknown_topic_becomes_a_dead_letter_naming_the_topic() -> None:
 
 
 def test_finished_orders_are_forgotten_first_so_order_state_stays_bounded() -> None:
-    from bridge.gateway.trading import OrderBook
+    from bridge.ingest.normalize.trading import OrderBook
 
     book = OrderBook(max_orders=20)
     for order_id in range(1, 40):
@@ -343,7 +343,7 @@ def test_a_list_or_object_value_is_kept_raw() -> None:
 
 
 def test_the_parse_cache_stays_bounded_and_correct_when_it_starts_over(monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    from bridge.gateway.fields import ParseCache
+    from bridge.ingest.fields import ParseCache
 
     monkeypatch.setattr(ParseCache, "MAX_ENTRIES", 4)
     n = Normalizer()

@@ -16,19 +16,18 @@ from bridge.events import (
     Quote,
     SystemLogin,
 )
-from bridge.gateway.protocol import (
+from bridge.ingest.session import GatewayProtocol
+from bridge.ingest.session_types import (
     ExpectSnapshot,
-    GatewayProtocol,
-    HistoryRequest,
     PollAuthStatus,
     Reauthenticate,
     Reconcile,
     Reconnect,
     SessionSettings,
     SessionState,
-    Subscription,
     TickleRest,
 )
+from bridge.ingest.subscriptions import HistoryRequest, Subscription
 
 S = 1_000_000_000
 AAPL = Subscription.market_data(265598, ["31", "84", "86"])

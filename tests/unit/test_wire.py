@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from bridge.gateway import wire
+from bridge.ingest import wire
 
 
 def test_smd_sends_field_ids_as_json_strings() -> None:

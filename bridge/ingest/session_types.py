@@ -1,6 +1,6 @@
 """The gateway session's vocabulary (pure): its settings and states, the gaps it
 opens and closes, the lifecycle events it reports, and the actions the sans-I/O
-:class:`~bridge.gateway.protocol.GatewayProtocol` asks its I/O layer to perform
+:class:`~bridge.ingest.session.GatewayProtocol` asks its I/O layer to perform
 (reconnect, REST calls, reconcile, expect a snapshot).
 """
 

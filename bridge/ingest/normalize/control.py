@@ -2,7 +2,7 @@
 frames, ``system``, ``sts``, ``tic``, ``ntf`` and ``blt`` (reference §1.6, §3).
 
 Each function takes the decoded frame and returns its events, raising
-:class:`~bridge.gateway.trading.ElementError` (or ``Unparsed``) for a frame it
+:class:`~bridge.ingest.normalize.trading.ElementError` (or ``Unparsed``) for a frame it
 cannot interpret; the normalizer turns that into a dead letter.
 """
 
@@ -25,8 +25,8 @@ from bridge.events import (
     SystemLogin,
     TickleReply,
 )
-from bridge.gateway.fields import Unparsed, to_bool, to_int, to_text
-from bridge.gateway.trading import ElementError
+from bridge.ingest.fields import Unparsed, to_bool, to_int, to_text
+from bridge.ingest.normalize.trading import ElementError
 
 _STS_KEYS = ("authenticated", "competing", "connected", "established")
 _STS_TEXT = {"message": "message", "fail": "fail", "serverName": "server_name",

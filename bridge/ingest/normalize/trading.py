@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bridge.events import Control, ControlKind, Event, Execution, Order
-from bridge.gateway.fields import Unparsed, to_bool, to_float, to_int, to_text
+from bridge.ingest.fields import Unparsed, to_bool, to_float, to_int, to_text
 
 Parser = Callable[[Any], Any]
 

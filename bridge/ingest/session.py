@@ -38,8 +38,8 @@ from bridge.events import (
     Scalar,
     SystemLogin,
 )
-from bridge.gateway import wire
-from bridge.gateway.session import (
+from bridge.ingest import wire
+from bridge.ingest.session_types import (
     NS_PER_MS,
     Action,
     ExpectSnapshot,
@@ -54,18 +54,12 @@ from bridge.gateway.session import (
     TickleRest,
     lifecycle_event,
 )
-from bridge.gateway.subscriptions import (
+from bridge.ingest.subscriptions import (
     DesiredSubscriptions,
     HistoryRequest,
     HistorySlots,
     Subscription,
-    watch_key,
 )
-
-# The session's vocabulary lives in session.py and subscriptions.py; importers may keep using this module.
-__all__ = ["Action", "ExpectSnapshot", "GatewayProtocol", "HistoryRequest", "PollAuthStatus",
-           "Reauthenticate", "Reconcile", "Reconnect", "SessionSettings", "SessionState", "Subscription",
-           "TickleRest", "watch_key"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 

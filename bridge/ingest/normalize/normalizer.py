@@ -27,9 +27,8 @@ from bridge.events import (
     Quote,
     Scalar,
 )
-from bridge.gateway import session_frames, wire
-from bridge.gateway.account import AccountState
-from bridge.gateway.fields import (
+from bridge.ingest import wire
+from bridge.ingest.fields import (
     LAST_PRICE,
     Unparsed,
     decode_availability,
@@ -38,9 +37,11 @@ from bridge.gateway.fields import (
     to_text,
     unprefixed,
 )
-from bridge.gateway.history import book_ladder, historical_bars
-from bridge.gateway.session_frames import as_object as _object
-from bridge.gateway.trading import ElementError, ExecutionLedger, OrderBook
+from bridge.ingest.normalize import control
+from bridge.ingest.normalize.account import AccountState
+from bridge.ingest.normalize.control import as_object as _object
+from bridge.ingest.normalize.history import book_ladder, historical_bars
+from bridge.ingest.normalize.trading import ElementError, ExecutionLedger, OrderBook
 
 _QUOTE_IDENTITY = frozenset({"topic", "conid", "conidEx", "_updated", "server_id", "6119", "6509"})
 
@@ -86,13 +87,13 @@ class Normalizer:
         self.md_received_ns = 0  # when the last of them arrived
         self._quote_keys = quote_field_table(_QUOTE_IDENTITY)
         self._handlers: dict[wire.FrameKind, Callable[[dict[str, Any]], list[Event]]] = {
-            wire.FrameKind.ERROR: session_frames.error,
-            wire.FrameKind.CONTROL: session_frames.control,
-            wire.FrameKind.SYSTEM: session_frames.system,
-            wire.FrameKind.STS: session_frames.sts,
+            wire.FrameKind.ERROR: control.error,
+            wire.FrameKind.CONTROL: control.control,
+            wire.FrameKind.SYSTEM: control.system,
+            wire.FrameKind.STS: control.sts,
             wire.FrameKind.ACT: lambda obj: [self._accounts.properties(_object(obj.get("args")))],
-            wire.FrameKind.BLT: session_frames.bulletin,
-            wire.FrameKind.NTF: session_frames.notification,
+            wire.FrameKind.BLT: control.bulletin,
+            wire.FrameKind.NTF: control.notification,
             wire.FrameKind.TIC: self._tic,
         }
 
@@ -336,7 +337,7 @@ class Normalizer:
 
     def _tic(self, obj: dict[str, Any]) -> list[Event]:
         previous, self._last_tic = self._last_tic, obj.get("lastAccessed")
-        return session_frames.tic(obj, previous)
+        return control.tic(obj, previous)
 
     # ------------------------------------------------------------------------- reconciliation
 

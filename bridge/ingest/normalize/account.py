@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from bridge.events import AccountLedger, AccountProperties, AccountSummary, Event, Pnl
-from bridge.gateway.fields import Unparsed, to_bool, to_float, to_int, to_text
-from bridge.gateway.trading import ElementError
+from bridge.ingest.fields import Unparsed, to_bool, to_float, to_int, to_text
+from bridge.ingest.normalize.trading import ElementError
 
 PNL_KEYS: dict[str, str] = {
     "dpl": "daily_pnl",

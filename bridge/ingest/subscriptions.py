@@ -27,7 +27,7 @@ from bridge.events import (
     Pnl,
     Quote,
 )
-from bridge.gateway import wire
+from bridge.ingest import wire
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from bridge.events import Bar, BarExtreme, Bars, BookLadder, BookRow
-from bridge.gateway import wire
-from bridge.gateway.fields import Unparsed, to_bool, to_float, to_int, to_text
-from bridge.gateway.trading import ElementError
+from bridge.ingest import wire
+from bridge.ingest.fields import Unparsed, to_bool, to_float, to_int, to_text
+from bridge.ingest.normalize.trading import ElementError
 
 
 def _conid(target: str | None) -> int:

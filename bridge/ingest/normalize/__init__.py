@@ -1,0 +1,1 @@
+"""Frame -> events, one module per family of gateway topics (pure)."""

@@ -1,0 +1,48 @@
+"""Event -> Record: route each event, then encode it once (pure).
+
+The one stage between the ingest core and delivery, shared by ``run`` (the bridge's event path)
+and by ``replay`` (``ibkr-bridge normalize`` and the golden tests), so both produce the same
+records from the same events. Quotes, the bulk of the traffic, take the router's per-conid cache
+and the quote encoder; everything else goes through ``Router.route`` and ``codec.encode``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bridge.codec import EnvelopeContext, encode, encode_quote
+from bridge.events import Event, Lifecycle, Quote
+from bridge.routing import Router
+from bridge.sinks.base import Record
+
+
+class Pipeline:
+    """Routes and encodes events into records; holds the envelope state (sequence, epoch)."""
+
+    def __init__(self, router: Router, envelope: EnvelopeContext) -> None:
+        self.router = router
+        self.envelope = envelope
+
+    def records(self, events: Sequence[Event], received_ns: int) -> list[Record]:
+        """The records of ``events`` received at ``received_ns``, in order; unrouted events
+        (internal ones, unless the router publishes them) yield none."""
+        envelope, records = self.envelope, []
+        route, quote_route = self.router.route, self.router.quote_route
+        for event in events:
+            if type(event) is Quote:
+                destination = quote_route(event)
+                if destination is not None:
+                    records.append(encode_quote(event, destination, envelope, received_ns))
+                continue
+            if type(event) is Lifecycle:
+                self._follow_epoch(event)
+            destination = route(event)
+            if destination is not None:
+                records.append(encode(event, destination, envelope, received_ns))
+        return records
+
+    def _follow_epoch(self, event: Lifecycle) -> None:
+        """Records carry the session epoch the gateway session reports in its lifecycle events."""
+        epoch = event.detail.get("session_epoch")
+        if isinstance(epoch, int) and epoch != self.envelope.session_epoch:
+            self.envelope.session_epoch = epoch
