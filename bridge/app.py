@@ -25,7 +25,9 @@ from bridge.codec import EnvelopeContext
 from bridge.config import Settings, secret
 from bridge.delivery.buffer import DeliveryBuffer
 from bridge.delivery.spool import Spool
-from bridge.errors import SinkError
+from bridge.delivery.spool_identity import SinkIdentity
+from bridge.delivery.spool_identity import claim as claim_spool
+from bridge.errors import ConfigError, SinkError
 from bridge.events import (
     AccountLedger,
     AccountProperties,
@@ -59,7 +61,7 @@ from bridge.ingest.subscriptions import Subscription
 from bridge.metrics import BridgeMetrics
 from bridge.pipeline import Pipeline
 from bridge.publisher import Publisher
-from bridge.routing import Router
+from bridge.routing import DEFAULT_DESTINATIONS, Router
 from bridge.sinks.base import Record, Sink
 from bridge.sinks.kafka import KafkaSink, KafkaSinkOptions
 from bridge.sinks.memory import MemorySink
@@ -71,6 +73,8 @@ log = logging.getLogger(__name__)
 GC_THRESHOLDS = (50_000, 20, 100)  # see Bridge.run
 
 LAG_SAMPLES_PER_BATCH = 64
+
+SINK_SUMMARY_INTERVAL_S = 60.0  # while the sink stays unreachable: one summary line per minute
 
 # Frame metrics are labelled by topic family, derived from what the frame produced.
 _TOPIC_OF: dict[type[Event], str] = {
@@ -178,6 +182,11 @@ def build_sink(settings: Settings) -> Sink:
     return StdoutSink()
 
 
+def spool_owner(settings: Settings) -> SinkIdentity:
+    """The identity of the sink the spool's records are for: kind, servers and destinations."""
+    return SinkIdentity.of(settings.sink.url, {**DEFAULT_DESTINATIONS, **settings.destinations}.values())
+
+
 def desired_subscriptions(settings: Settings, default_account: str | None) -> list[Subscription]:
     subs = settings.subscriptions
     wanted = []
@@ -233,6 +242,11 @@ class Bridge:
             fsync="interval_ms" if delivery.spool_fsync == "interval" else delivery.spool_fsync,
             fsync_interval_ms=delivery.spool_fsync_interval_ms,
         )
+        try:  # records spooled for another sink are never drained into this one
+            claim_spool(self.spool, spool_owner(settings))
+        except ConfigError:
+            self.spool.close()
+            raise
         observer = self.metrics.delivery_observer(self.sink.name)
         self.buffer = DeliveryBuffer(
             max_market_events=delivery.max_market_data_events,
@@ -275,6 +289,8 @@ class Bridge:
         self._stop = asyncio.Event()
         self._admin: web.AppRunner | None = None
         self._sink_starter: asyncio.Task[None] | None = None
+        self.sink_error: str | None = None  # the last failure to connect the sink, until it connects
+        self.fatal_error: BaseException | None = None
         self.admin_port: int | None = None
         self._last_frame_ns = 0
         for event_class in (EventClass.MARKET_DATA, EventClass.CRITICAL):
@@ -406,7 +422,8 @@ class Bridge:
             "spool": {"bytes": self.spool.size_bytes, "segments": self.spool.segment_count},
             "sink": {
                 "name": self.sink.name,
-                "up": self.publisher.sink_up,
+                "up": self.publisher.sink_up and self.sink_error is None,
+                "last_error": self.sink_error or self.publisher.last_error,
                 "published_events": self.publisher.published_events,
                 "dead_lettered_events": self.publisher.dead_lettered_events,
             },
@@ -442,6 +459,7 @@ class Bridge:
             # A broker that is down at start is an outage like any other: read the gateway,
             # buffer and spool, and keep trying to connect the sink.
             log.warning("sink %s unavailable at start, retrying in the background: %s", self.sink.name, exc)
+            self.sink_error = str(exc)
             self._sink_starter = asyncio.create_task(self._start_sink_with_backoff(), name="sink-start")
         self.publisher.start()
         admin = self.settings.admin
@@ -451,23 +469,36 @@ class Bridge:
 
     async def _start_sink_with_backoff(self) -> None:
         policy, rng, failures = BackoffPolicy(floor_s=0.2, cap_s=10.0), random.Random(), 0
+        loop = asyncio.get_running_loop()
+        since = summarized = loop.time()
         while True:
             failures += 1
             await asyncio.sleep(policy.delay_s(failures, rng))
             try:
                 await self.sink.start()
             except SinkError as exc:
+                self.sink_error = str(exc)
                 if not exc.retryable:
-                    log.error("sink %s refused the connection for good: %s", self.sink.name, exc)
+                    log.error("sink %s refused for good, stopping: %s", self.sink.name, exc)
+                    self.fatal_error = exc
                     self.stop()
                     return
+                if loop.time() - summarized >= SINK_SUMMARY_INTERVAL_S:  # a summary, not a line per attempt
+                    summarized = loop.time()
+                    log.warning("sink %s still unavailable: %d attempts over %.0f s; last error: %s",
+                                self.sink.name, failures + 1, summarized - since, exc)  # fmt: skip
                 continue
+            self.sink_error = None
             log.info("sink %s connected after %d attempts", self.sink.name, failures + 1)
             return
 
     async def run(self) -> None:
         """Start, serve the gateway until ``stop()``, then drain."""
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.shutdown()
+            raise
         # Everything built so far lives as long as the process: keep it out of the collector's
         # full passes, which otherwise rescan it while the hot path allocates (~25% of its CPU).
         gc.freeze()
@@ -488,6 +519,8 @@ class Bridge:
             gc.set_threshold(*thresholds)
         if gateway in done:
             gateway.result()  # surface a crash of the session loop, after the drain
+        if self.fatal_error is not None:
+            raise self.fatal_error
 
     def stop(self) -> None:
         self._stop.set()

@@ -181,6 +181,8 @@ def run_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[tuple[
         put("gateway.insecure_tls", True, "--gateway-insecure-tls")
     if args.sink:
         put("sink.url", args.sink, "--sink")
+    if args.no_kafka_idempotence:
+        put("sink.kafka.enable_idempotence", False, "--no-kafka-idempotence")
     if args.market_data:
         put("subscriptions.market_data.conids", args.market_data, "--market-data")
     for flag in ("orders", "executions", "pnl"):
@@ -208,9 +210,12 @@ def _run(args: argparse.Namespace) -> int:
 
 async def _serve(settings: Settings) -> int:
     from bridge.app import Bridge
+    from bridge.errors import BridgeError, ConfigError
 
     try:
         bridge = Bridge(settings)
+    except ConfigError as exc:  # e.g. the spool holds another sink's records
+        return config_failure("run", exc)
     except ValueError as exc:
         print(f"ibkr-bridge run: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -219,6 +224,9 @@ async def _serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, bridge.stop)
     try:
         await bridge.run()
+    except BridgeError as exc:  # worded for the operator already: one line, no traceback
+        logging.getLogger("bridge").error("the bridge stopped: %s", exc)
+        return EXIT_FAILURE
     except Exception:
         logging.getLogger("bridge").exception("the bridge stopped on an error")
         return EXIT_FAILURE
@@ -241,6 +249,12 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument(
         "--sink", metavar="URL", help="kafka://host:port[,host:port], redis://host:port[/db], stdout://, memory://"
+    )
+    parser.add_argument(
+        "--no-kafka-idempotence",
+        action="store_true",
+        help="for brokers that refuse idempotent producers (sink.kafka.enable_idempotence: false): "
+        "a retried batch may then be written twice (deduplicate by the CloudEvents id)",
     )
     parser.add_argument("--market-data", metavar="CONID[,CONID...]", help="market data conids")
     parser.add_argument("--orders", action="store_true", help="subscribe live orders (sor)")
@@ -332,10 +346,48 @@ def _add_tail(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(command=_tail)
 
 
+def _spool_status(args: argparse.Namespace) -> int:
+    import json
+
+    from bridge.delivery.spool_identity import inspect
+    from bridge.errors import ConfigError
+
+    directory = Path(args.dir)
+    if not directory.is_dir():
+        print(f"ibkr-bridge spool status: {directory} is not a directory", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        report = inspect(directory)
+    except ConfigError as exc:
+        return config_failure("spool status", exc)
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.render())
+    return EXIT_OK
+
+
+def _add_spool(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "spool",
+        help="inspect an on-disk spool",
+        description="Inspect the spool of undelivered critical records (delivery.spool_dir).",
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    status = actions.add_parser(
+        "status",
+        help="segments, undelivered records by destination and type, and the sink the spool belongs to",
+        description="Show what a spool holds without acknowledging anything: segments, bytes, "
+        "undelivered records by destination and by event type, and the sink (kind, servers, "
+        "destinations) its records were written for. Run it while no bridge uses the directory.",
+    )
+    status.add_argument("dir", metavar="DIR", help="the spool directory (delivery.spool_dir)")
+    status.add_argument("--json", action="store_true", help="print the report as JSON")
+    status.set_defaults(command=_spool_status)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ibkr-bridge", description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_demo, _add_tail, _add_check_config, _add_normalize, _add_schemas, _add_sim):
+    for add in (_add_run, _add_demo, _add_tail, _add_check_config, _add_normalize, _add_schemas, _add_sim,
+                _add_spool):
         try:
             add(sub)
         except ImportError:  # a command whose module is not built yet is simply absent

@@ -37,6 +37,7 @@ from bridge.errors import ConfigError, SinkRejected, SinkUnavailable
 from bridge.sinks.base import Record
 from bridge.sinks.kafka_batch import RecordBatchBuilder
 from bridge.sinks.kafka_headers import BinaryHeaderSection, Header, binary_headers, header_section
+from bridge.sinks.kafka_idempotence import check_idempotence
 
 _log = logging.getLogger(__name__)
 
@@ -231,6 +232,8 @@ class KafkaSink:
         except BaseException as exc:
             await producer.stop()
             if isinstance(exc, kafka_errors.KafkaError):
+                if self._options.enable_idempotence:
+                    await check_idempotence(self._options.client_kwargs())  # a refusal is said once, here
                 raise translate(exc, None) from exc
             raise
         self._producer = producer

@@ -141,3 +141,9 @@ def test_every_problem_shows_even_when_some_values_do_not_parse(tmp_path: Path) 
     (tmp_path / "f").write_text("")
     found = problems(write(tmp_path, text))
     assert [p.split(":")[0] for p in found] == ["session.stale_after_s", "subscriptions.book[0].account", "delivery.spool_dir"]
+
+
+@pytest.mark.parametrize("example", ["local-kafka.yaml", "local-redis.yaml"])
+def test_the_local_examples_spool_where_the_user_running_them_can_write(example: str) -> None:
+    spool_dir = load_settings(CONFIG_DIR / example).delivery.spool_dir
+    assert not spool_dir.is_absolute()  # never a root-only system path for a local run
