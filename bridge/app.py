@@ -9,6 +9,7 @@ The only module that names concrete sinks. Data flow:
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import random
@@ -27,7 +28,7 @@ from bridge.delivery.buffer import DeliveryBuffer
 from bridge.delivery.spool import Spool
 from bridge.delivery.spool_identity import SinkIdentity
 from bridge.delivery.spool_identity import claim as claim_spool
-from bridge.errors import ConfigError, SinkError
+from bridge.errors import BridgeError, ConfigError, SinkError
 from bridge.events import (
     AccountLedger,
     AccountProperties,
@@ -350,7 +351,9 @@ class Bridge:
                 count = event.detail.get(family)
                 if isinstance(count, int) and count:
                     m.events_reconciled(family, count)
-        log.info("gateway %s%s", kind.value, f": {event.reason}" if event.reason else "")
+        # A failed attempt is reported by the connection (once, then summaries), not once per attempt here.
+        level = logging.DEBUG if event.detail.get("attempt_failed") else logging.INFO
+        log.log(level, "gateway %s%s", kind.value, f": {event.reason}" if event.reason else "")
 
     def add_ack_listener(self, listener: Callable[[Sequence[Record], int], None]) -> None:
         """Also call ``listener(records, ack_ns)`` for every acknowledged batch (the demo's live view)."""
@@ -465,7 +468,13 @@ class Bridge:
         admin = self.settings.admin
         token = secret(admin.token, admin.token_file)
         app = build_admin_app(self, self.render_metrics, token)
-        self._admin, self.admin_port = await start_admin(app, admin.host, admin.port)
+        try:
+            self._admin, self.admin_port = await start_admin(app, admin.host, admin.port)
+        except OSError as exc:
+            in_use = exc.errno == errno.EADDRINUSE
+            why = "is in use by another process" if in_use else f"cannot be bound ({exc.strerror})"
+            fix = "choose another admin.port (or --admin HOST:PORT)"
+            raise BridgeError(f"admin.port: {admin.host}:{admin.port} {why}; {fix}") from None
 
     async def _start_sink_with_backoff(self) -> None:
         policy, rng, failures = BackoffPolicy(floor_s=0.2, cap_s=10.0), random.Random(), 0

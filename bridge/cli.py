@@ -29,7 +29,13 @@ Command = Callable[[argparse.Namespace], int]
 def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from bridge.sim import cli as sim_cli  # type: ignore[attr-defined,unused-ignore]
 
-    parser = sub.add_parser("sim", help="run the Client Portal Gateway simulator")
+    parser = sub.add_parser(
+        "sim",
+        help="run the Client Portal Gateway simulator",
+        description="Serve a simulated Client Portal Gateway (REST and websocket on one port, a "
+        "self-signed certificate unless --no-tls) until SIGINT/SIGTERM, for trying the bridge "
+        "without an IBKR account. Needs the demo extra: pip install 'ibkr-bridge[demo]'.",
+    )
     sim_cli.configure_parser(parser)
     parser.set_defaults(command=sim_cli.run)
 
@@ -98,13 +104,27 @@ def _add_normalize(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _schemas(args: argparse.Namespace) -> int:
     from bridge.schemagen import write_schemas
 
-    written = write_schemas(Path(args.out))
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"ibkr-bridge schemas: --out {out} is an existing file; give a directory "
+              "(created when missing; same-named files in it are replaced)", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    try:
+        written = write_schemas(out)
+    except OSError as exc:
+        print(f"ibkr-bridge schemas: cannot write to --out {out}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILURE
     print(f"wrote {len(written)} schemas to {args.out}", file=sys.stderr)
     return EXIT_OK
 
 
 def _add_schemas(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("schemas", help="export the JSON Schema of every event type")
+    parser = sub.add_parser(
+        "schemas",
+        help="export the JSON Schema of every event type",
+        description="Write one JSON Schema per CloudEvents type (<type>.json, closed: no additional "
+        "properties) into a directory, for consumers to validate or generate code from.",
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="directory for the <type>.json files")
     parser.set_defaults(command=_schemas)
 
@@ -157,7 +177,13 @@ def _summary(settings: Settings, source: str) -> str:
 
 
 def _add_check_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("check-config", help="validate a config file; list every problem or summarize it")
+    parser = sub.add_parser(
+        "check-config",
+        help="validate a config file; list every problem or summarize it",
+        description="Validate FILE exactly as `run --config FILE` does (with the BRIDGE_* environment "
+        "applied): exit 0 with a one-screen summary, or exit 2 listing every problem with its field "
+        "path, value, what is allowed and who set it.",
+    )
     parser.add_argument("file", metavar="FILE")
     parser.set_defaults(command=_check_config)
 
@@ -335,7 +361,13 @@ async def _tail_async(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _add_tail(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("tail", help="consume the bridge's destinations and pretty-print events")
+    parser = sub.add_parser(
+        "tail",
+        help="consume the bridge's destinations and pretty-print events",
+        description="Read what a consumer sees from Kafka topics or Redis Streams and print one line "
+        "per event (or CloudEvents JSON with --json). Without --from-beginning only new events show; "
+        "order and execution events need order flow (e.g. `ibkr-bridge sim --order-flow`).",
+    )
     parser.add_argument("--sink", required=True, metavar="URL", help="kafka://host:port or redis://host:port[/db]")
     parser.add_argument("--config", "-c", metavar="FILE", help="config file for broker options (SASL, TLS)")
     parser.add_argument("--type", action="append", metavar="TYPE", help="type or part: orders, quote")
@@ -384,7 +416,12 @@ def _add_spool(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ibkr-bridge", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="ibkr-bridge",
+        description="Bridge the Interactive Brokers Client Portal Gateway websocket to Kafka topics and "
+        "Redis Streams as typed, versioned CloudEvents. Exit codes: 0 success, 1 runtime failure, "
+        "2 usage or configuration error. `ibkr-bridge COMMAND --help` describes each command.",
+    )
     sub = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
     for add in (_add_run, _add_demo, _add_tail, _add_check_config, _add_normalize, _add_schemas, _add_sim,
                 _add_spool):

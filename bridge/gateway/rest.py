@@ -22,6 +22,7 @@ import orjson
 from yarl import URL
 
 from bridge.errors import GatewayRejected, GatewayUnavailable
+from bridge.gateway.failures import describe_error
 from bridge.gateway.tls import build_ssl
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ class GatewayRest:
                 if resp.status >= 400:
                     raise _status_error(method, path, resp.status, payload)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise GatewayUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+            raise GatewayUnavailable(f"{method} {path}: {describe_error(exc)}") from exc
         if not payload.strip():
             return None
         try:

@@ -196,7 +196,8 @@ class GatewayProtocol:
     def _schedule_reconnect(self, now_ns: int) -> None:
         delay_s = self.backoff.next_delay_s()
         self.reconnect_at_ns = now_ns + _ns(delay_s)
-        log.info("gateway reconnect in %.2f s (failure %d)", delay_s, self.backoff.failures)
+        level = logging.INFO if self.backoff.failures <= 1 else logging.DEBUG  # the connection summarizes
+        log.log(level, "gateway reconnect in %.2f s (failure %d)", delay_s, self.backoff.failures)
 
     # ------------------------------------------------------------------------------ frames in
 
