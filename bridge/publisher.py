@@ -10,8 +10,8 @@ batch is not full yet, so a busy feed still goes out in large batches.
 Errors, read by their ``retryable`` flag:
 
 - retryable (:class:`SinkUnavailable`): the same records are sent again after a
-  delay from ``delays(attempt)`` (default :func:`full_jitter_delay`: full jitter
-  between a floor and an exponential cap), for as long as it takes;
+  delay from ``delays(attempt)`` (default: :data:`bridge.backoff.PUBLISH_RETRY`, full
+  jitter between a floor and an exponential cap), for as long as it takes;
 - not retryable (:class:`SinkRejected`): the records before ``index`` were
   acknowledged, the refused one goes to the dead-letter destination as a
   :class:`~bridge.events.DeadLetter` (error, attempts, original destination, raw
@@ -32,6 +32,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
+from bridge.backoff import PUBLISH_RETRY, Backoff
 from bridge.codec import EnvelopeContext, encode
 from bridge.delivery.buffer import NULL_OBSERVER, DeliveryBuffer, DeliveryObserver
 from bridge.errors import SinkError, SinkUnavailable
@@ -41,17 +42,8 @@ from bridge.sinks.base import Record, Sink
 
 logger = logging.getLogger(__name__)
 
-BACKOFF_BASE_S = 0.05
-BACKOFF_FLOOR_S = 0.01
-BACKOFF_CAP_S = 5.0
 PACE_WAIT_S = 0.05
 PACE_BATCHES = 2  # the reader yields to the publisher once this many full batches wait
-
-
-def full_jitter_delay(attempt: int) -> float:
-    """Seconds to wait before retry ``attempt`` (1-based): uniform in [floor, min(cap, base * 2**n)]."""
-    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** min(attempt - 1, 30))
-    return max(BACKOFF_FLOOR_S, random.uniform(0.0, ceiling))
 
 
 def dead_letter_record(
@@ -92,7 +84,7 @@ class Publisher:
         *,
         max_batch_events: int = 500,
         linger_ms: float = 2.0,
-        delays: Callable[[int], float] = full_jitter_delay,
+        delays: Callable[[int], float] | None = None,
         dead_letter_destination: str = DEFAULT_DESTINATIONS["dlq"],
         envelope: EnvelopeContext | None = None,
         observer: DeliveryObserver = NULL_OBSERVER,
@@ -105,7 +97,7 @@ class Publisher:
         self.buffer = buffer
         self.max_batch_events = max_batch_events
         self._linger_s = linger_ms / 1000
-        self._delays = delays
+        self._delays = delays or Backoff(PUBLISH_RETRY, random.Random()).delay_for
         self.dead_letter_destination = dead_letter_destination
         self._envelope = envelope if envelope is not None else EnvelopeContext()
         self._observer = observer
