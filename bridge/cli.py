@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -303,6 +304,16 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_main(None if args.keep else args.duration)
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: the run time must be more than 0 seconds")
+    return value
+
+
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "demo",
@@ -311,7 +322,8 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "show frames/s, events/s per destination, lag and the latest events; "
         "drop the gateway socket half-way; summarize.",
     )
-    parser.add_argument("--duration", type=float, default=30.0, metavar="S", help="run time (default 30)")
+    parser.add_argument("--duration", type=_positive_seconds, default=30.0, metavar="S",
+                        help="run time in seconds, more than 0 (default 30)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="run until Ctrl-C instead of --duration")
     parser.set_defaults(command=_demo)
 
@@ -320,14 +332,15 @@ def _tail(args: argparse.Namespace) -> int:
     from bridge.config import load_settings
     from bridge.errors import BridgeError, ConfigError
 
+    if args.sink.partition("://")[0] not in ("kafka", "redis", "rediss"):  # tail reads brokers only
+        print(f"ibkr-bridge tail: --sink {args.sink!r} is not allowed: kafka://host:port[,host:port], "
+              "redis://host:port[/db] or rediss://host:port[/db]", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
     try:
         config = Path(args.config) if args.config else None
         settings = load_settings(config, {"sink": {"url": args.sink}}, {("sink", "url"): "--sink"})
     except ConfigError as exc:
         return config_failure("tail", exc)
-    if settings.sink.kind not in ("kafka", "redis"):
-        print("ibkr-bridge tail: --sink must be kafka://host:port or redis://host:port[/db]", file=sys.stderr)
-        return EXIT_USAGE
     try:
         asyncio.run(_tail_async(settings, args))
     except KeyboardInterrupt:
@@ -339,25 +352,35 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 async def _tail_async(settings: Settings, args: argparse.Namespace) -> int:
-    from collections.abc import AsyncIterator
 
     from bridge import tail
 
     destinations = args.destination or tail.default_destinations()
-    events: AsyncIterator[tail.TailedEvent]
+    source: Any  # an async generator of the sink adapter
     if settings.sink.kind == "kafka":
         from bridge.app import kafka_options
         from bridge.sinks.kafka import read_topics
 
-        records = read_topics(kafka_options(settings), destinations, args.from_beginning)
-        events = (tail.from_kafka(*record) async for record in records)
+        source = read_topics(kafka_options(settings), destinations, args.from_beginning)
+        convert: Callable[[Any], tail.TailedEvent] = lambda record: tail.from_kafka(*record)  # noqa: E731
     else:
         from bridge.app import redis_options
         from bridge.sinks.redis import read_streams
 
-        entries = read_streams(redis_options(settings), destinations, args.from_beginning)
-        events = (tail.from_redis(*entry) async for entry in entries)
-    return await tail.tail(events, args.type or [], sys.stdout, as_json=args.json, count=args.count)
+        source = read_streams(redis_options(settings), destinations, args.from_beginning)
+        convert = lambda entry: tail.from_redis(*entry)  # noqa: E731
+    which = f"events of type {', '.join(args.type)}" if args.type else "events"
+    since = "from the oldest retained" if args.from_beginning else "new"
+    where = f"{settings.sink.url.partition('://')[0]}://{settings.sink.url.partition('://')[2].rpartition('@')[2]}"
+    print(f"ibkr-bridge tail: waiting for {since} {which} on {len(destinations)} destination(s) of "
+          f"{where} (Ctrl-C stops)", file=sys.stderr)  # fmt: skip
+    # Closed explicitly, also after --count: the consumer stops instead of being left pending.
+    async with contextlib.aclosing(source):
+        events = (convert(item) async for item in source)
+        try:
+            return await tail.tail(events, args.type or [], sys.stdout, as_json=args.json, count=args.count)
+        finally:
+            await events.aclose()
 
 
 def _add_tail(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -43,6 +43,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add("--no-order-confirmation", action="store_true", help="place orders without a question first")
     add("--order-step-s", type=float, default=0.05, help="delay between order lifecycle steps")
     add("--fill-parts", type=int, default=3, help="executions per filled order")
+    add("--order-flow", type=float, default=None, metavar="S",
+        help="place a market order by itself every S seconds, so orders and executions flow")
     add("--rest-rate-limit", type=int, default=None, help="REST requests/s before HTTP 429 (gateway: 10)")
     add("--account", default="DU1234567", help="the simulated account id")
     add("--seed", type=int, default=None, help="random seed for quotes and ids")
@@ -56,8 +58,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         tic_replies=args.tic_replies, md_interval_s=args.md_interval_s, smd_expiry_s=args.smd_expiry_s,
         duplicate_first_snapshot=not args.no_duplicate_snapshot, umh_ack=not args.no_umh_ack,
         rate=args.rate, order_confirmation=not args.no_order_confirmation, order_step_s=args.order_step_s,
-        fill_parts=args.fill_parts, rest_rate_limit=args.rest_rate_limit, seed=args.seed,
-        scenario=args.scenario,
+        fill_parts=args.fill_parts, order_flow_s=args.order_flow, rest_rate_limit=args.rest_rate_limit,
+        seed=args.seed, scenario=args.scenario,
     )
 
 

@@ -413,7 +413,8 @@ async def read_topics(
     try:
         await consumer.start()
     except kafka_errors.KafkaError as exc:
-        raise SinkUnavailable(f"kafka unavailable: {exc!r}") from exc
+        await consumer.stop()  # never left unclosed
+        raise SinkUnavailable(f"kafka unavailable at {options.bootstrap_servers}: {exc}") from exc
     try:
         async for message in consumer:
             attributes = {
