@@ -10,6 +10,7 @@ from typing import Any
 from bridge.config import Settings
 from bridge.delivery.buffer import DeliveryBuffer
 from bridge.delivery.spool import Spool
+from bridge.errors import SubscriptionRefused
 from bridge.events import EventClass
 from bridge.gateway.connection import GatewayConnection
 from bridge.ingest.session import GatewaySession
@@ -103,9 +104,16 @@ class BridgeAdmin:
         return [{"key": sub.key, "channel": sub.channel, "subscribe": sub.subscribe} for sub in desired]
 
     async def subscribe(self, spec: dict[str, Any]) -> dict[str, Any]:
-        sub = subscription_from_spec(spec, self.settings)
-        await self.connection.subscribe(sub)
-        return {"subscribed": sub.key}
+        sub = subscription_from_spec(spec, self.settings, self.session.default_account)
+        try:
+            replaced = await self.connection.subscribe(sub)
+        except SubscriptionRefused:
+            self.metrics.subscription_refused(sub.channel, "limit")
+            raise
+        answer = {"subscribed": sub.key}
+        if replaced is not None and replaced.subscribe != sub.subscribe:
+            answer["replaced"] = replaced.subscribe  # one ladder per account: the previous one is cancelled
+        return answer
 
     async def unsubscribe(self, spec: dict[str, Any]) -> dict[str, Any]:
         key = spec.get("key")

@@ -18,6 +18,7 @@ import gc
 import logging
 import random
 from collections.abc import Callable, Sequence
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -46,7 +47,7 @@ from bridge.sinks.kafka import KafkaSink, KafkaSinkOptions
 from bridge.sinks.memory import MemorySink
 from bridge.sinks.redis import RedisSink, RedisSinkOptions
 from bridge.sinks.stdout import StdoutSink
-from bridge.specs import desired_subscriptions
+from bridge.specs import books_without_account, desired_subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +154,12 @@ class Bridge:
             observer=observer,
             on_acked=self._acked,
         )
-        self.normalizer = MeteredNormalizer(self.metrics)
+        self.normalizer = MeteredNormalizer(self.metrics, ZoneInfo(settings.gateway.bars_time_zone))
         self.session = GatewaySession(
             SessionSettings(**settings.session.model_dump()),
             desired_subscriptions(settings, settings.gateway.account),
             normalizer=self.normalizer,
+            books_without_account=books_without_account(settings),
         )
         gateway = settings.gateway
         ca_file = str(gateway.ca_file) if gateway.ca_file else None

@@ -12,11 +12,11 @@ naming the field path, the value, what is allowed and who set it (file, variable
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -24,7 +24,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 from bridge.config_sources import Layers, Loc, Problem, closest, read_environment, render, without
 from bridge.errors import ConfigError
 from bridge.ingest.fields import DEFAULT_MARKET_DATA_FIELDS
+from bridge.ingest.wire import market_data_target, split_market_data_targets
 from bridge.routing import DEFAULT_DESTINATIONS
+
+SMH_MAX_CONCURRENT = 5  # the gateway's limit on concurrent historical requests (reference §2.2)
 
 SINK_SCHEMES = ("kafka", "redis", "rediss", "stdout", "memory")
 
@@ -40,6 +43,18 @@ class GatewaySettings(_Section):
     session: SecretStr | None = None  # tickle session id override; env BRIDGE_GATEWAY__SESSION
     session_file: Path | None = None
     account: str | None = None  # default account for ssd/sld/sbd; else the gateway's selected account
+    # smh startTime carries no zone; the live frames read consistently only as UTC
+    # (bridge.ingest.normalize.history)
+    bars_time_zone: str = "UTC"
+
+    @field_validator("bars_time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone name, e.g. UTC or America/New_York") from None
+        return value
 
     @field_validator("url")
     @classmethod
@@ -71,17 +86,12 @@ class SessionConfig(_Section):
     ssodh_init: bool = True
 
 
-_TARGET = re.compile(r"[1-9][0-9]*(@[A-Za-z0-9_.]+)?")
-
-
 def _market_data_target(value: str) -> str:
-    if not _TARGET.fullmatch(value):
+    try:
+        return market_data_target(value)
+    except ValueError as exc:
         symbol = " (a symbol is not a conid: look it up with GET /trsrv/stocks?symbols=...)"
-        raise ValueError(
-            "expected a positive numeric conid, optionally @EXCHANGE (265598 or 265598@SMART)"
-            + (symbol if value.isalpha() else "")
-        )
-    return value
+        raise ValueError(f"{exc}{symbol if value.isalpha() else ''}") from None
 
 
 def _conid(value: str) -> str:
@@ -95,20 +105,20 @@ Conid = Annotated[str, AfterValidator(_conid)]
 
 
 class MarketDataSubscription(_Section):
-    conids: list[MarketDataTarget] = Field(default_factory=list)  # CONID or CONID@EXCHANGE
+    conids: list[MarketDataTarget] = Field(default_factory=list)  # conid, conid@EXCHANGE or a combo conidex
     fields: list[str] = Field(default_factory=lambda: list(DEFAULT_MARKET_DATA_FIELDS))
 
     @field_validator("conids", "fields", mode="before")
     @classmethod
     def _strings(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        return [str(v) for v in value] if isinstance(value, list) else value
+            value = split_market_data_targets(value)  # a combo's legs stay together
+        return [str(v).strip() for v in value] if isinstance(value, list) else value
 
 
 class BookSubscription(_Section):
     conid: Conid
-    account: str | None = None
+    account: str | None = None  # else gateway.account, else the gateway's selected account
     exchange: str | None = None
 
 
@@ -118,6 +128,9 @@ class BarsSubscription(_Section):
     bar: str = "5min"
     source: str = "trades"
     outside_rth: bool = False
+    # true: the smh stays open for the updates (tickNum frames) the live gateway streams after the
+    # first answer; false: released with umh right after the first answer, as the docs describe
+    stream: bool = True
 
 
 class SubscriptionSettings(_Section):
@@ -130,6 +143,28 @@ class SubscriptionSettings(_Section):
     account_ledger: list[str] = Field(default_factory=list)
     book: list[BookSubscription] = Field(default_factory=list)
     bars: list[BarsSubscription] = Field(default_factory=list)
+
+    @field_validator("book")
+    @classmethod
+    def _one_ladder_per_account(cls, value: list[BookSubscription]) -> list[BookSubscription]:
+        accounts = [book.account or "(the default account)" for book in value]
+        twice = sorted({account for account in accounts if accounts.count(account) > 1})
+        if twice:
+            raise ValueError(
+                f"more than one ladder for {', '.join(twice)}: the gateway cancels ladders per account "
+                "(ubd+ACCOUNT), so the bridge holds one per account; keep one, or give each its own account"
+            )
+        return value
+
+    @field_validator("bars")
+    @classmethod
+    def _at_most_five_bars(cls, value: list[BarsSubscription]) -> list[BarsSubscription]:
+        if len(value) > SMH_MAX_CONCURRENT:
+            raise ValueError(
+                f"{len(value)} bars subscriptions: the gateway serves at most {SMH_MAX_CONCURRENT} "
+                f"historical-bars requests (smh) at once; remove {len(value) - SMH_MAX_CONCURRENT}"
+            )
+        return value
 
     @field_validator("account_summary", "account_ledger", mode="before")
     @classmethod
@@ -342,7 +377,7 @@ def load_settings(
         # Check what is left once the bad values are dropped, so every problem shows at once.
         settings, _ = _validate(without(layers.data, [p.loc for p in errors]))
     if settings is not None:
-        problems += _cross_field_problems(settings) + _path_problems(settings)
+        problems += _path_problems(settings)
     if problems:
         raise ConfigError([render(p, layers.origin_of(p.loc)) for p in problems])
     assert settings is not None
@@ -354,15 +389,6 @@ def _validate(data: dict[str, Any]) -> tuple[Settings | None, list[Problem]]:
         return Settings(**data), []
     except ValidationError as exc:
         return None, [_describe(e) for e in exc.errors()]
-
-
-def _cross_field_problems(settings: Settings) -> list[Problem]:
-    problems = []
-    for index, book in enumerate(settings.subscriptions.book):
-        if book.account is None and settings.gateway.account is None:
-            message = f"book {book.conid} needs an account: set it here or set gateway.account"
-            problems.append(Problem(("subscriptions", "book", index, "account"), message))
-    return problems
 
 
 def _path_problems(settings: Settings) -> list[Problem]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import UTC, tzinfo
 
 from bridge.events import (
     AccountLedger,
@@ -72,8 +73,8 @@ class MeteredNormalizer(Normalizer):
     of events it takes); every other frame is counted as it is normalized.
     """
 
-    def __init__(self, metrics: BridgeMetrics) -> None:
-        super().__init__()
+    def __init__(self, metrics: BridgeMetrics, bars_time_zone: tzinfo = UTC) -> None:
+        super().__init__(bars_time_zone)
         self._metrics = metrics
 
     def _tally_frame(self, events: list[Event], data: bytes | str, received_ns: int) -> None:

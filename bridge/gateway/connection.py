@@ -204,9 +204,11 @@ class GatewayConnection:
         """Socket open and the session usable (for ``/readyz``)."""
         return self._ws is not None and self.session.usable
 
-    async def subscribe(self, sub: Subscription) -> None:
-        self.session.subscribe(sub, self.clock_ns())
+    async def subscribe(self, sub: Subscription) -> Subscription | None:
+        """Add or replace a desired subscription; returns the one it replaced."""
+        replaced = self.session.subscribe(sub, self.clock_ns())
         await self._flush()
+        return replaced
 
     async def unsubscribe(self, key: str) -> bool:
         found = self.session.unsubscribe(key, self.clock_ns())
@@ -299,7 +301,9 @@ class GatewayConnection:
             await asyncio.sleep(self.settings.auth_check_s)
             waited_s += self.settings.auth_check_s
             auth = await self.rest.auth_status()
-        await self.rest.accounts()
+        _, selected = await self.rest.account_list()
+        if selected is not None:
+            self.session.account_listed(selected, self.clock_ns())
         return tickle.session_id
 
     def _headers(self, session_id: str | None) -> dict[str, str]:

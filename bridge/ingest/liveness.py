@@ -8,12 +8,14 @@ and reports what went stale.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from bridge.events import Event
+from bridge.errors import SubscriptionRefused
+from bridge.events import Bars, Event, Quote
 from bridge.ingest.session_types import NS_PER_S, SessionSettings
 from bridge.ingest.subscriptions import DesiredSubscriptions, HistoryRequest, HistorySlots, Subscription
+from bridge.ingest.wire import is_combo
 
 
 @dataclass(slots=True)
@@ -56,7 +58,8 @@ class LiveSubscriptions:
         return frozenset(self._live)
 
     def socket_lost(self) -> None:
-        """The socket is gone: history requests in flight go back to the queue."""
+        """The socket is gone: one-shot history requests in flight go back to the queue; bars
+        subscriptions die with the socket (reference §6.3) and are replayed from the desired set."""
         self.history.requeue()
 
     def socket_reset(self) -> None:
@@ -70,35 +73,50 @@ class LiveSubscriptions:
         history requests in flight go back to the queue."""
         self._maybe_live = set(self._live)
         self._live.clear()
-        self.history.requeue()
+        for frame in self.history.requeue():  # open bars streams: released if auth returns on this socket
+            self._pending_unsub[frame] = frame
 
     def replay_all(self, now_ns: int) -> list[str]:
         """The socket became usable: close what was dropped while blind, subscribe the desired set."""
         frames = list(self._pending_unsub.values())
         self._pending_unsub.clear()
         self._maybe_live.clear()
-        frames += [self._send(sub, now_ns) for sub in self.desired.values()]
+        frames += [frame for sub in self.desired.values() if (frame := self._send(sub, now_ns))]
         return frames + self.history.send(now_ns)
 
-    def put(self, sub: Subscription, now_ns: int, usable: bool) -> list[str]:
-        """Add or replace a desired subscription; the frames to send now (none unless usable)."""
+    def put(self, sub: Subscription, now_ns: int, usable: bool) -> tuple[list[str], Subscription | None]:
+        """Add or replace a desired subscription: (the frames to send now, none unless usable; the
+        subscription it replaced). Raises SubscriptionRefused for a bars subscription beyond the
+        gateway's ``smh`` slots."""
+        limit = self.history.max_concurrent
+        if sub.channel == "mh" and sub.key not in self.desired and self.desired.count("mh") >= limit:
+            raise SubscriptionRefused(
+                f"bars {sub.key}: the gateway serves at most {limit} historical-bars requests (smh) at once "
+                f"and {limit} bars subscriptions are held; remove one first (DELETE /subscriptions)"
+            )
         old = self.desired.put(sub)
         if not usable:
-            return []
+            return [], old
         frames = []
-        if old is not None and sub.key in self._live:
-            if old.subscribe == sub.subscribe:
-                return []
-            if sub.channel != "md":
+        if old is not None and old.key in self._live:
+            if old.subscribe == sub.subscribe and old.stream == sub.stream:
+                return [], old
+            if sub.channel == "mh":
+                frames += self.history.cancel(old.key)
+            elif sub.channel != "md":
                 frames.append(old.unsubscribe)
-        frames.append(self._send(sub, now_ns))
-        return frames
+        frame = self._send(sub, now_ns)
+        frames += [frame] if frame else self.history.send(now_ns)
+        return frames, old
 
     def drop(self, key: str) -> tuple[bool, list[str]]:
         """Drop a desired subscription: (whether it was desired, frames to send now)."""
         sub = self.desired.pop(key)
         if sub is None:
             return False, []
+        if sub.channel == "mh":
+            self._live.pop(key, None)
+            return True, self.history.cancel(key)  # umh+<serverId>, now or once answered
         if self._live.pop(key, None) is not None:
             return True, [sub.unsubscribe]
         if key in self._maybe_live:
@@ -111,11 +129,15 @@ class LiveSubscriptions:
         if key is not None:
             self._saw(key, now_ns)
 
-    def saw_quotes(self, conids: Iterable[int], now_ns: int) -> None:
-        """``saw_event`` for a run of quotes, each conid looked up once."""
+    def saw_quotes(self, quotes: Sequence[Quote], now_ns: int) -> None:
+        """``saw_event`` for a run of quotes, each conid looked up once; a combo is watched by its
+        full target (``subscriptions.watch_key``)."""
         by_watch = self.desired.key_for_watch
-        for conid in set(conids):
-            key = by_watch(f"md:{conid}")
+        watched = {f"md:{conid}" for conid in {quote.conid for quote in quotes}}
+        if self.desired.has_combos:
+            watched.update(f"md:{q.conid_ex}" for q in quotes if q.conid_ex and is_combo(q.conid_ex))
+        for watch in watched:
+            key = by_watch(watch)
             if key is not None:
                 self._saw(key, now_ns)
 
@@ -130,10 +152,11 @@ class LiveSubscriptions:
         self.history.add(request)
         return self.history.send(now_ns) if usable else []
 
-    def history_answered(self, conid: int, now_ns: int, usable: bool) -> list[str]:
-        """Bars came for ``conid``: its slot is free; the frames of queued requests that fit now."""
-        self.history.answered(conid)
-        return self.history.send(now_ns) if usable else []
+    def history_answered(self, bars: Bars, now_ns: int, usable: bool) -> list[str]:
+        """Bars came: a first answer frees its slot (released with ``umh`` unless its subscription
+        streams); the frames to send now, queued requests that fit included."""
+        frames = self.history.answered(bars)
+        return frames + self.history.send(now_ns) if usable else frames
 
     def deadlines(self) -> Iterator[int]:
         yield from self.history.deadlines()
@@ -153,14 +176,16 @@ class LiveSubscriptions:
         for key, live in list(self._live.items()):
             sub = self.desired[key]
             cadence = self._cadence_ns.get(sub.channel)
+            if sub.channel == "mh":  # bars are event-driven: never judged silent
+                continue
             if cadence is not None and now_ns - live.quiet_since_ns >= cadence:
                 silent.append(Silent(key, (now_ns - live.quiet_since_ns) / NS_PER_S, not live.stale))
                 if sub.channel != "md":
                     frames.append(sub.unsubscribe)
-                frames.append(self._send(sub, now_ns, now_ns, stale=True))
+                frames.append(self._send(sub, now_ns, now_ns, stale=True) or "")
             elif sub.channel == "md" and now_ns - live.sent_ns >= self._refresh_ns:
                 # Refresh before the server-side expiry; silence is still measured from the data.
-                frames.append(self._send(sub, now_ns, live.quiet_since_ns, live.stale))
+                frames.append(self._send(sub, now_ns, live.quiet_since_ns, live.stale) or "")
         return frames, silent
 
     def expire_history(self, now_ns: int, usable: bool) -> tuple[list[HistoryRequest], list[str]]:
@@ -170,9 +195,13 @@ class LiveSubscriptions:
 
     def _send(
         self, sub: Subscription, now_ns: int, quiet_since_ns: int | None = None, stale: bool = False
-    ) -> str:
+    ) -> str | None:
+        """Mark ``sub`` sent; its frame, or None for bars, which wait for a slot (``history``)."""
         if sub.channel == "md":
             self._expect_snapshot(sub.key.partition(":")[2])
         quiet = now_ns if quiet_since_ns is None else quiet_since_ns
         self._live[sub.key] = _Live(sent_ns=now_ns, quiet_since_ns=quiet, stale=stale)
+        if sub.channel == "mh":
+            self.history.add(HistoryRequest.of(sub))
+            return None
         return sub.subscribe

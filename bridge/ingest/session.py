@@ -77,6 +77,7 @@ class GatewaySession:
         rng: random.Random | None = None,
         backoff: Backoff | None = None,
         normalizer: Normalizer | None = None,
+        books_without_account: Iterable[tuple[int, str | None]] = (),
     ) -> None:
         self.settings = settings or SessionSettings()
         self.normalizer = normalizer or Normalizer()
@@ -85,6 +86,8 @@ class GatewaySession:
         self.session_epoch = 0
         self.reconnect_at_ns: int | None = None
         self.last_frame_ns: int | None = None  # when the last frame arrived, on any socket
+        self.default_account: str | None = None  # the gateway's selected account, once listed
+        self._books_without_account = list(books_without_account)  # (conid, exchange): see account_listed
         self._subs = LiveSubscriptions(subscriptions, self.settings, self.normalizer.expect_snapshot)
         self._gaps = GapTracker()
         self._reconciliation = Reconciliation(self.normalizer)
@@ -210,7 +213,7 @@ class GatewaySession:
             return
         self._timers.frame_received(now_ns)
         if self.usable:
-            self._subs.saw_quotes([q.conid for q in out[start:]], now_ns)  # type: ignore[attr-defined]
+            self._subs.saw_quotes(out[start:], now_ns)  # type: ignore[arg-type]
             self.backoff.healthy(now_ns)
 
     def apply_events(self, events: Iterable[Event], now_ns: int) -> None:
@@ -307,9 +310,22 @@ class GatewaySession:
 
     # ------------------------------------------------------------------------------ subscriptions
 
-    def subscribe(self, sub: Subscription, now_ns: int) -> None:
-        """Add (or replace) a desired subscription; sent now only if the socket is usable."""
-        self._outbox.extend(self._subs.put(sub, now_ns, self.usable))
+    def subscribe(self, sub: Subscription, now_ns: int) -> Subscription | None:
+        """Add (or replace) a desired subscription; sent now only if the socket is usable. Returns
+        the subscription it replaced (a second book ladder for one account replaces the first).
+
+        Raises SubscriptionRefused for a bars subscription beyond ``smh_max_concurrent``."""
+        frames, replaced = self._subs.put(sub, now_ns, self.usable)
+        self._outbox.extend(frames)
+        return replaced
+
+    def account_listed(self, account: str, now_ns: int) -> None:
+        """The gateway's selected account (``/iserver/accounts``), the default for book ladders:
+        those waiting for an account (``books_without_account``) are subscribed now."""
+        self.default_account = account
+        waiting, self._books_without_account = self._books_without_account, []
+        for conid, exchange in waiting:
+            self.subscribe(Subscription.book(account, conid, exchange), now_ns)
 
     def unsubscribe(self, key: str, now_ns: int) -> bool:
         """Drop a desired subscription; returns whether it was desired."""
@@ -322,8 +338,7 @@ class GatewaySession:
         self._outbox.extend(self._subs.request_history(request, now_ns, self.usable))
 
     def _on_bars(self, bars: Bars, now_ns: int) -> list[str]:
-        frames = self._subs.history_answered(bars.conid, now_ns, self.usable)
-        return [wire.umh(bars.server_id), *frames] if bars.server_id else frames
+        return self._subs.history_answered(bars, now_ns, self.usable)
 
     # ------------------------------------------------------------------------------ timers
 

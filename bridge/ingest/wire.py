@@ -18,6 +18,58 @@ from typing import Any
 
 import orjson
 
+# ------------------------------------------------------------------------------------------ targets
+
+COMBO_SEPARATOR = ";;;"
+
+
+def is_combo(target: str) -> bool:
+    """``28812380;;;265598/1,8314/-1``: a spread conid, then legs ``<conid>/<signed ratio>``."""
+    return COMBO_SEPARATOR in target
+
+
+def market_data_target(text: str) -> str:
+    """Check an ``smd`` target: ``CONID``, ``CONID@EXCHANGE`` or a combo (reference §2.1).
+
+    Returns it unchanged (the gateway echoes it verbatim, and it is the combo's key); raises
+    ValueError saying what is allowed.
+    """
+    if is_combo(text):
+        spread, _, legs = text.partition(COMBO_SEPARATOR)
+        if spread.isdigit() and legs and all(_is_leg(leg) for leg in legs.split(",")):
+            return text
+        raise ValueError(
+            f"combo {text!r}: expected SPREAD_CONID;;;CONID/RATIO,CONID/RATIO... "
+            "(e.g. 28812380;;;265598/1,8314/-1; the ratio's sign is the side)"
+        )
+    conid, at, exchange = text.partition("@")
+    if conid.isdigit() and (not at or exchange.replace(".", "").isalnum()):
+        return text
+    raise ValueError(
+        f"market data target {text!r}: expected CONID, CONID@EXCHANGE or a combo "
+        "SPREAD_CONID;;;CONID/RATIO,... (e.g. 265598, 265598@NASDAQ, 28812380;;;265598/1,8314/-1)"
+    )
+
+
+def _is_leg(leg: str) -> bool:
+    conid, slash, ratio = leg.partition("/")
+    return conid.isdigit() and bool(slash) and ratio.lstrip("+-").isdigit() and int(ratio) != 0
+
+
+def split_market_data_targets(text: str) -> list[str]:
+    """``265598,28812380;;;265598/1,8314/-1`` -> ['265598', '28812380;;;265598/1,8314/-1']: a comma
+    separates targets, except before a combo's next leg (a piece with a ``/``)."""
+    targets: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if not piece:
+            continue
+        if "/" in piece and targets and is_combo(targets[-1]) and not is_combo(piece):
+            targets[-1] += "," + piece
+        else:
+            targets.append(piece)
+    return targets
+
+
 # ------------------------------------------------------------------------------------------ builders
 
 

@@ -28,11 +28,15 @@ class Case:
 
 CORPUS = [
     Case("symbol-as-conid", 'subscriptions:\n  market_data:\n    conids: ["AAPL"]\n',
-         "subscriptions.market_data.conids[0]", ("'AAPL'", "numeric conid", "a symbol is not a conid")),
+         "subscriptions.market_data.conids[0]", ("'AAPL'", "expected CONID", "a symbol is not a conid")),
     Case("negative-conid", 'subscriptions:\n  market_data:\n    conids: ["265598", "-5"]\n',
          "subscriptions.market_data.conids[1]", ("'-5'",)),
-    Case("book-without-account", 'subscriptions:\n  book:\n    - conid: "265598"\n',
-         "subscriptions.book[0].account", ("gateway.account",)),
+    Case("two-ladders-for-one-account", "subscriptions:\n  book:\n    - {conid: '265598'}\n    - {conid: '8314'}\n",
+         "subscriptions.book", ("ubd+ACCOUNT",)),
+    Case("book-conid-not-numeric", "subscriptions:\n  book:\n    - {conid: AAPL, account: DU1}\n",
+         "subscriptions.book[0].conid", ("'AAPL'", "positive numeric conid")),
+    Case("bad-combo", "subscriptions:\n  market_data:\n    conids: ['28812380;;;265598']\n",
+         "subscriptions.market_data.conids[0]", ("SPREAD_CONID;;;CONID/RATIO",)),
     Case("spool-dir-under-a-file", "delivery:\n  spool_dir: {tmp}/a-file/spool\n",
          "delivery.spool_dir", ("is not a directory",)),
     Case("duration-with-a-unit", "session:\n  stale_after_s: 10s\n", "session.stale_after_s", ("'10s'",)),

@@ -128,7 +128,7 @@ def test_comma_separated_conids_from_the_environment(monkeypatch: pytest.MonkeyP
     assert load_settings(None).subscriptions.market_data.conids == ["265598", "8314@SMART"]
 
 
-@pytest.mark.parametrize("conid", ["AAPL", "-5", "0", "12x", ""])
+@pytest.mark.parametrize("conid", ["AAPL", "-5", "12x", "", "265598@"])
 def test_a_market_data_target_must_be_a_numeric_conid(conid: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(None, {"subscriptions": {"market_data": {"conids": [conid, "265598"]}}})
@@ -137,13 +137,38 @@ def test_a_market_data_target_must_be_a_numeric_conid(conid: str) -> None:
 
 
 def test_every_problem_shows_even_when_some_values_do_not_parse(tmp_path: Path) -> None:
-    text = f"session:\n  stale_after_s: x\nsubscriptions:\n  book:\n    - conid: '1'\ndelivery:\n  spool_dir: {tmp_path}/f/s\n"
+    text = f"session:\n  stale_after_s: x\nsubscriptions:\n  market_data:\n    conids: [AAPL]\ndelivery:\n  spool_dir: {tmp_path}/f/s\n"
     (tmp_path / "f").write_text("")
     found = problems(write(tmp_path, text))
-    assert [p.split(":")[0] for p in found] == ["session.stale_after_s", "subscriptions.book[0].account", "delivery.spool_dir"]
+    assert [p.split(":")[0] for p in found] == ["session.stale_after_s", "subscriptions.market_data.conids[0]", "delivery.spool_dir"]
 
 
 @pytest.mark.parametrize("example", ["local-kafka.yaml", "local-redis.yaml"])
 def test_the_local_examples_spool_where_the_user_running_them_can_write(example: str) -> None:
     spool_dir = load_settings(CONFIG_DIR / example).delivery.spool_dir
     assert not spool_dir.is_absolute()  # never a root-only system path for a local run
+
+
+def test_combo_targets_are_accepted_and_bad_targets_name_the_field(tmp_path: Path) -> None:
+    settings = load_settings(None, {"subscriptions": {"market_data": {"conids": "265598,28812380;;;265598/1,8314/-1"}}})
+    assert settings.subscriptions.market_data.conids == ["265598", "28812380;;;265598/1,8314/-1"]
+    (problem,) = problems(write(tmp_path, "subscriptions:\n  market_data:\n    conids: ['28812380;;;265598']\n"))
+    assert problem.startswith("subscriptions.market_data.conids") and "SPREAD_CONID;;;CONID/RATIO" in problem
+
+
+def test_more_than_five_bars_subscriptions_are_refused_with_the_reason(tmp_path: Path) -> None:
+    bars = "".join(f"    - {{conid: '{conid}'}}\n" for conid in range(1, 7))
+    (problem,) = problems(write(tmp_path, f"subscriptions:\n  bars:\n{bars}"))
+    assert problem.startswith("subscriptions.bars") and "at most 5" in problem and "remove 1" in problem
+
+
+def test_two_ladders_for_one_account_are_refused_saying_why(tmp_path: Path) -> None:
+    text = "subscriptions:\n  book:\n    - {conid: '265598'}\n    - {conid: '8314'}\n"
+    (problem,) = problems(write(tmp_path, text))
+    assert problem.startswith("subscriptions.book") and "ubd+ACCOUNT" in problem
+
+
+def test_the_bars_time_zone_must_be_a_known_zone(tmp_path: Path) -> None:
+    assert load_settings(None, {"gateway": {"bars_time_zone": "America/New_York"}}).gateway.bars_time_zone
+    (problem,) = problems(write(tmp_path, "gateway:\n  bars_time_zone: Mars/Olympus\n"))
+    assert problem.startswith("gateway.bars_time_zone") and "IANA" in problem

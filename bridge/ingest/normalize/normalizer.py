@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from typing import Any
 
 import orjson
@@ -58,6 +59,8 @@ class _QuoteState:
     halted: bool = False
     availability: MarketDataAvailability | None = None
     snapshot_pending: bool = True
+    combo: str | None = None  # the combo target (``conid;;;leg/ratio,...``) this state belongs to
+    by_conid_ex: bool = False  # a topic shared by combos: each frame's conidEx names its combo
 
 
 def raw_text(data: bytes | str) -> tuple[str, str]:
@@ -73,7 +76,8 @@ def raw_text(data: bytes | str) -> tuple[str, str]:
 class Normalizer:
     """Turns gateway frames into events, holding the merged per-key state."""
 
-    def __init__(self) -> None:
+    def __init__(self, bars_time_zone: tzinfo = UTC) -> None:
+        self._bars_zone = bars_time_zone  # what smh startTime is read in (bridge.ingest.normalize.history)
         self._quotes: dict[str, _QuoteState] = {}
         self._orders = OrderBook()
         self._executions = ExecutionLedger()
@@ -212,7 +216,7 @@ class Normalizer:
             return self._elements(obj, "result", lambda row: apply(account, row), data, received_ns)
         if channel == "bd":
             return [book_ladder(topic, obj)]
-        return [historical_bars(topic, obj)]
+        return [historical_bars(topic, obj, self._bars_zone)]
 
     def _elements(
         self,
@@ -256,7 +260,9 @@ class Normalizer:
                 conid = _conid_from_target(target)
         state = self._quotes.get(target)
         if state is None:
-            state = self._quotes[target] = _QuoteState()
+            state = self._new_quote_state(target, obj)
+        if state.by_conid_ex:
+            state = self._combo_state(state, obj)
         changed = self._merge_quote(state, obj)
         updated = obj.get("_updated")
         updated_ms = updated if type(updated) is int else to_int(updated)
@@ -280,6 +286,27 @@ class Normalizer:
             state.availability,
             dict(state.extra) if state.extra else {},
         )
+
+    def _new_quote_state(self, target: str, obj: dict[str, Any]) -> _QuoteState:
+        """A combo's state is its full target, which is also its ``conid_ex``, key and id. How the
+        gateway echoes a combo is unconfirmed (reference §2.1): the target in the topic is used when
+        it names the legs; when only ``conidEx`` does, each frame's ``conidEx`` picks the combo."""
+        if wire.is_combo(target):
+            state = self._quotes[target] = _QuoteState(conid_ex=target, combo=target)
+            return state
+        conid_ex = obj.get("conidEx")
+        shared = type(conid_ex) is str and wire.is_combo(conid_ex)
+        state = self._quotes[target] = _QuoteState(by_conid_ex=shared)
+        return state
+
+    def _combo_state(self, shared: _QuoteState, obj: dict[str, Any]) -> _QuoteState:
+        conid_ex = obj.get("conidEx")
+        if type(conid_ex) is not str or not wire.is_combo(conid_ex):
+            return shared  # no legs named: merged into the topic's own state
+        state = self._quotes.get(conid_ex)
+        if state is None:
+            state = self._quotes[conid_ex] = _QuoteState(conid_ex=conid_ex, combo=conid_ex)
+        return state
 
     def _merge_quote(self, state: _QuoteState, obj: dict[str, Any]) -> list[str]:
         changed: list[str] = []
@@ -312,7 +339,9 @@ class Normalizer:
                 changed.append(name)
         conid_ex = obj.get("conidEx")
         if conid_ex is not None and conid_ex != state.conid_ex:
-            state.conid_ex = to_text(conid_ex)
+            text = to_text(conid_ex)
+            # A combo keeps its full target when the echoed conidEx does not name the legs.
+            state.conid_ex = text if state.combo is None or (text and wire.is_combo(text)) else state.combo
         server_id = obj.get("server_id", obj.get("6119"))
         if server_id is not None and server_id != state.server_id:
             state.server_id = to_text(server_id) or state.server_id
