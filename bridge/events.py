@@ -481,6 +481,8 @@ class DeadLetter(Event):
     destination: str | None = None
     error: str | None = None
     attempts: int | None = None
+    raw_bytes: int | None = None  # the frame's full size; ``raw`` holds at most 64 KiB of it
+    raw_truncated: bool = False
 
 
 EVENT_TYPES: tuple[type[Event], ...] = (

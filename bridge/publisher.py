@@ -25,8 +25,8 @@ critical record in the spool.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -34,9 +34,9 @@ from collections.abc import Callable, Sequence
 
 from bridge.backoff import PUBLISH_RETRY, Backoff
 from bridge.codec import EnvelopeContext, encode
+from bridge.dead_letters import dead_letter
 from bridge.delivery.buffer import NULL_OBSERVER, DeliveryBuffer, DeliveryObserver
 from bridge.errors import SinkError, SinkUnavailable
-from bridge.events import DeadLetter
 from bridge.routing import DEFAULT_DESTINATIONS, Route
 from bridge.sinks.base import Record, Sink
 
@@ -56,21 +56,9 @@ def dead_letter_record(
     received_ns: int,
 ) -> Record:
     """The dead-letter record for ``record``, refused for good with ``error``."""
-    try:
-        raw, raw_encoding = record.data.decode(), "utf-8"
-    except UnicodeDecodeError:
-        raw, raw_encoding = base64.b64encode(record.data).decode(), "base64"
-    event = DeadLetter(
-        reason=type(error).__name__,
-        stage="publish",
-        raw=raw,
-        raw_encoding=raw_encoding,
-        received_ns=received_ns,
-        topic=record.event_type,
-        destination=record.destination,
-        error=str(error),
-        attempts=attempts,
-    )
+    reason, topic = type(error).__name__, record.event_type
+    letter = dead_letter(record.data, received_ns, reason, str(error), topic, "publish")
+    event = dataclasses.replace(letter, destination=record.destination, attempts=attempts)
     return encode(event, Route(destination, record.key), ctx, received_ns)
 
 

@@ -224,19 +224,51 @@ def parse_client_message(text: str) -> ClientMessage:
 # --------------------------------------------------------------------------------- server frames
 
 
-def _cp1252_fallback(exc: UnicodeError) -> tuple[str, int]:
-    """Decode bytes that are not valid UTF-8 as cp1252 (IBKR's stray 0x99 is '™')."""
-    assert isinstance(exc, UnicodeDecodeError)
-    bad = exc.object[exc.start : exc.end]
-    return bad.decode("cp1252", errors="replace"), exc.end
+MAX_REPAIRED_UTF8_ERRORS = 1024  # invalid UTF-8 sequences repaired in one frame; past it, a dead letter
 
 
+class _TooManyInvalid(Exception):
+    pass
+
+
+class _Cp1252Fallback:
+    """Decode bytes that are not valid UTF-8 as cp1252 (IBKR's stray 0x99 is '™').
+
+    The codec calls this once per invalid sequence, from Python: about a microsecond each. The
+    decoder stays linear and fast because the calls are bounded: past
+    ``MAX_REPAIRED_UTF8_ERRORS`` in one frame it gives up (a frame of 0xFF bytes is not text that
+    a stray byte spoiled) and the frame is dead-lettered without being decoded further."""
+
+    def __init__(self) -> None:
+        self.errors = 0
+
+    def __call__(self, exc: UnicodeError) -> tuple[str, int]:
+        assert isinstance(exc, UnicodeDecodeError)
+        self.errors += 1
+        if self.errors > MAX_REPAIRED_UTF8_ERRORS:
+            raise _TooManyInvalid
+        bad = exc.object[exc.start : exc.end]
+        return bad.decode("cp1252", errors="replace"), exc.end
+
+
+_cp1252_fallback = _Cp1252Fallback()
 codecs.register_error("ibkr-cp1252", _cp1252_fallback)
+
+
+def repair_utf8(raw: bytes) -> str | None:
+    """``raw`` decoded as UTF-8 with each invalid sequence read as cp1252; None past
+    ``MAX_REPAIRED_UTF8_ERRORS`` invalid sequences."""
+    _cp1252_fallback.errors = 0
+    try:
+        return raw.decode("utf-8", errors="ibkr-cp1252")
+    except _TooManyInvalid:
+        return None
 
 
 class DecodeOutcome(enum.StrEnum):
     OK = "ok"
     REPAIRED_UTF8 = "repaired_utf8"  # invalid UTF-8 bytes decoded as cp1252; frame still used
+    INVALID_UTF8 = "invalid_utf8"  # more invalid UTF-8 than a stray byte or two: not decoded
     INVALID_JSON = "invalid_json"
     NOT_AN_OBJECT = "not_an_object"
 
@@ -262,8 +294,12 @@ def decode_frame(data: bytes | str) -> Decoded:
             return Decoded(DecodeOutcome.INVALID_JSON, None, str(exc))
         except UnicodeDecodeError:
             pass
+        text = repair_utf8(raw)
+        if text is None:
+            error = f"more than {MAX_REPAIRED_UTF8_ERRORS} invalid UTF-8 sequences in {len(raw)} bytes"
+            return Decoded(DecodeOutcome.INVALID_UTF8, None, error)
         try:
-            obj = orjson.loads(raw.decode("utf-8", errors="ibkr-cp1252"))
+            obj = orjson.loads(text.encode("utf-8"))  # orjson reads bytes faster than a wide str
         except orjson.JSONDecodeError as exc2:
             return Decoded(DecodeOutcome.INVALID_JSON, None, str(exc2))
         outcome = DecodeOutcome.REPAIRED_UTF8

@@ -31,6 +31,8 @@ def _conid(target: str | None) -> int:
     head = (target or "").split("@", 1)[0]
     if not head.isdigit():
         raise ElementError(f"no conid in topic target {target!r}")
+    if len(head) > 19 or int(head) >= 2**63:
+        raise ElementError(f"conid {head[:40]} in topic target exceeds 64 bits")
     return int(head)
 
 
