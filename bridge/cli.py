@@ -189,8 +189,17 @@ def _add_check_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(command=_check_config)
 
 
-def run_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
-    """Command-line flags as settings overrides (flags win over the file), and the flag of each."""
+def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Command-line flags as settings overrides (flags win over the file and the environment)."""
+    return _flags(args)[0]
+
+
+def run_override_origins(args: argparse.Namespace) -> dict[tuple[str, ...], str]:
+    """The flag that set each override, so a bad value is blamed on the flag."""
+    return _flags(args)[1]
+
+
+def _flags(args: argparse.Namespace) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
     overrides: dict[str, Any] = {}
     origins: dict[tuple[str, ...], str] = {}
 
@@ -228,7 +237,8 @@ def _run(args: argparse.Namespace) -> int:
     from bridge.logs import configure_logging
 
     try:
-        settings = load_settings(Path(args.config) if args.config else None, *run_overrides(args))
+        config = Path(args.config) if args.config else None
+        settings = load_settings(config, run_overrides(args), run_override_origins(args))
     except ConfigError as exc:
         return config_failure("run", exc)
     configure_logging(settings.logging.level, settings.logging.format)
