@@ -18,10 +18,29 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from bridge.config_sources import Layers, Loc, Problem, closest, read_environment, render, without
+from bridge.config_sources import (
+    Layers,
+    Problem,
+    closest,
+    describe,
+    read_environment,
+    read_yaml,
+    render,
+    secrets_in_yaml,
+    unwritable_directory,
+    without,
+)
 from bridge.errors import ConfigError
 from bridge.ingest.fields import DEFAULT_MARKET_DATA_FIELDS
 from bridge.ingest.wire import market_data_target, split_market_data_targets
@@ -36,12 +55,19 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+GATEWAY_URL = "https://localhost:5000"
+WEB_API_URL = "https://api.ibkr.com"  # IBKR's Web API host, the default of `mode: oauth`
+
+
 class GatewaySettings(_Section):
-    url: str = "https://localhost:5000"
+    mode: Literal["gateway", "oauth"] = "gateway"  # oauth: IBKR's Web API over OAuth 1.0a, no gateway
+    url: str = GATEWAY_URL  # default in mode oauth: https://api.ibkr.com
     insecure_tls: bool = False  # only for the loopback gateway's self-signed certificate
     ca_file: Path | None = None
     session: SecretStr | None = None  # tickle session id override; env BRIDGE_GATEWAY__SESSION
     session_file: Path | None = None
+    oauth_file: Path | None = None  # mode oauth: the key set (oauth.json, ibind's OAuth1aConfig names)
+    compete: bool = False  # ssodh/init takes the brokerage session over from another login
     account: str | None = None  # default account for ssd/sld/sbd; else the gateway's selected account
     # smh startTime carries no zone; the live frames read consistently only as UTC
     # (bridge.ingest.normalize.history)
@@ -55,6 +81,13 @@ class GatewaySettings(_Section):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError("must be an IANA time zone name, e.g. UTC or America/New_York") from None
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _web_api_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("mode") == "oauth" and data.get("url") is None:
+            return {**data, "url": WEB_API_URL}
+        return data
 
     @field_validator("url")
     @classmethod
@@ -286,70 +319,9 @@ SECRET_KEYS: dict[tuple[str, ...], str] = {
     ("sink", "kafka", "sasl_password"): "BRIDGE_SINK__KAFKA__SASL_PASSWORD or sink.kafka.sasl_password_file",
     ("sink", "redis", "password"): "BRIDGE_SINK__REDIS__PASSWORD or sink.redis.password_file",
     ("admin", "token"): "BRIDGE_ADMIN__TOKEN or admin.token_file",
+    **{("gateway", key): "the OAuth key set file named by gateway.oauth_file (or run --oauth FILE)"
+       for key in ("consumer_key", "access_token", "access_token_secret", "signature_key", "encryption_key")},
 }
-
-
-def _secrets_in_yaml(data: dict[str, Any]) -> list[Problem]:
-    problems = []
-    for path, instead in SECRET_KEYS.items():
-        node: Any = data
-        for part in path:
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is not None:
-            problems.append(Problem(path, f"secrets are not read from YAML files; set {instead}"))
-    return problems
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            data = yaml.safe_load(handle)
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: {_yaml_problem(exc)}"]) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError([f"{path}: the top level must be a mapping of sections, not {type(data).__name__}"])
-    return data
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    parts = (getattr(exc, "context", None), getattr(exc, "problem", None))
-    what = " ".join(str(part) for part in parts if part)
-    return f"{where}not valid YAML ({what or exc})"
-
-
-def _field_names(loc: Loc) -> list[str]:
-    """The keys allowed in the section at ``loc`` (for "did you mean")."""
-    model: Any = Settings
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        info = getattr(model, "model_fields", {}).get(part)
-        if info is None:
-            return []
-        model = info.annotation
-        while getattr(model, "__args__", None) and not hasattr(model, "model_fields"):
-            model = next((a for a in model.__args__ if hasattr(a, "model_fields")), model.__args__[0])
-    return list(getattr(model, "model_fields", {}))
-
-
-def _describe(error: Mapping[str, Any]) -> Problem:
-    loc: Loc = tuple(error["loc"])
-    if error["type"] == "extra_forbidden":
-        hint = closest(str(loc[-1]), _field_names(loc[:-1]))
-        allowed = f"did you mean {hint!r}?" if hint else f"allowed here: {', '.join(_field_names(loc[:-1]))}"
-        return Problem(loc, f"unknown key; {allowed}")
-    if error["type"] == "missing":
-        return Problem(loc, "required")
-    secret_value = any(tuple(map(str, loc[: len(path)])) == path for path in SECRET_KEYS)
-    shown = "***" if secret_value else repr(error.get("input"))
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return Problem(loc, f"{shown} is not allowed: {message}")
 
 
 def load_settings(
@@ -365,7 +337,7 @@ def load_settings(
     """
     layers = Layers()
     data = read_yaml(path) if path is not None else {}
-    problems = _secrets_in_yaml(data)
+    problems = secrets_in_yaml(data, SECRET_KEYS)
     layers.add(data, f"in {path}")
     env_values, env_origins = read_environment(os.environ if environ is None else environ)
     layers.add(env_values, {p: f"from {name}" for p, name in env_origins.items()})
@@ -388,21 +360,30 @@ def _validate(data: dict[str, Any]) -> tuple[Settings | None, list[Problem]]:
     try:
         return Settings(**data), []
     except ValidationError as exc:
-        return None, [_describe(e) for e in exc.errors()]
+        return None, [describe(e, Settings, SECRET_KEYS) for e in exc.errors()]
 
 
 def _path_problems(settings: Settings) -> list[Problem]:
     files = {
         ("gateway", "session_file"): settings.gateway.session_file,
+        ("gateway", "oauth_file"): settings.gateway.oauth_file,
         ("sink", "kafka", "sasl_password_file"): settings.sink.kafka.sasl_password_file,
         ("sink", "redis", "password_file"): settings.sink.redis.password_file,
         ("admin", "token_file"): settings.admin.token_file,
     }
     problems = [Problem(loc, f"{str(path)!r} does not exist or is not readable")
                 for loc, path in files.items() if path is not None and not path.is_file()]  # fmt: skip
-    spool = _unwritable_directory(settings.delivery.spool_dir)
+    spool = unwritable_directory(settings.delivery.spool_dir)
     if spool:
         problems.append(Problem(("delivery", "spool_dir"), spool))
+    gateway = settings.gateway
+    if gateway.mode == "oauth" and gateway.oauth_file is None:
+        needs = ("mode oauth needs the key set file (oauth.json from the OAuth portal's material; "
+                 "BRIDGE_GATEWAY__OAUTH_FILE or run --oauth FILE)")  # fmt: skip
+        problems.append(Problem(("gateway", "oauth_file"), needs))
+    if gateway.session is not None and gateway.session_file is not None:
+        both = "set either BRIDGE_GATEWAY__SESSION or gateway.session_file, not both"
+        problems.append(Problem(("gateway", "session_file"), both))
     kafka = settings.sink.kafka
     has_password = kafka.sasl_password is not None or kafka.sasl_password_file is not None
     if kafka.sasl_mechanism and not (kafka.sasl_username and has_password):
@@ -410,20 +391,6 @@ def _path_problems(settings: Settings) -> list[Problem]:
                                 "needs sasl_username and BRIDGE_SINK__KAFKA__SASL_PASSWORD "
                                 "or sink.kafka.sasl_password_file"))  # fmt: skip
     return problems
-
-
-def _unwritable_directory(path: Path) -> str | None:
-    """Why ``path`` cannot be used (or created) as a writable directory; None when it can."""
-    probe = path
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    fix = "choose a directory this user can write (e.g. ./spool) or create it with write access for this user"
-    if not probe.is_dir():
-        return f"{str(path)!r} cannot be created: {probe} is not a directory; {fix}"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        verb = "is not writable" if probe == path else f"cannot be created: {probe} is not writable"
-        return f"{str(path)!r} {verb} by this user (uid {os.getuid()}); {fix}"
-    return None
 
 
 def secret(value: SecretStr | None, file: Path | None) -> str | None:

@@ -10,11 +10,16 @@ for an unknown key, the closest allowed key.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
+
+from bridge.errors import ConfigError
 
 ENV_PREFIX = "BRIDGE_"
 ENV_DELIMITER = "__"
@@ -87,6 +92,86 @@ def read_environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[t
             _put(values, leaf, leaf_value)
             origins[leaf] = name
     return values, origins
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = yaml.safe_load(handle)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: {_yaml_problem(exc)}"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of sections, not {type(data).__name__}"])
+    return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    parts = (getattr(exc, "context", None), getattr(exc, "problem", None))
+    what = " ".join(str(part) for part in parts if part)
+    return f"{where}not valid YAML ({what or exc})"
+
+
+def field_names(root: Any, loc: Loc) -> list[str]:
+    """The keys allowed in the section at ``loc`` of the model ``root`` (for "did you mean")."""
+    model: Any = root
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = getattr(model, "model_fields", {}).get(part)
+        if info is None:
+            return []
+        model = info.annotation
+        while getattr(model, "__args__", None) and not hasattr(model, "model_fields"):
+            model = next((a for a in model.__args__ if hasattr(a, "model_fields")), model.__args__[0])
+    return list(getattr(model, "model_fields", {}))
+
+
+def unwritable_directory(path: Path) -> str | None:
+    """Why ``path`` cannot be used (or created) as a writable directory; None when it can."""
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    fix = "choose a directory this user can write (e.g. ./spool) or create it with write access for this user"
+    if not probe.is_dir():
+        return f"{str(path)!r} cannot be created: {probe} is not a directory; {fix}"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        verb = "is not writable" if probe == path else f"cannot be created: {probe} is not writable"
+        return f"{str(path)!r} {verb} by this user (uid {os.getuid()}); {fix}"
+    return None
+
+
+def secrets_in_yaml(data: Mapping[str, Any], secret_keys: Mapping[tuple[str, ...], str]) -> list[Problem]:
+    """A problem for every secret found in YAML values, saying where it must come from instead."""
+    problems = []
+    for path, instead in secret_keys.items():
+        node: Any = data
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            problems.append(Problem(path, f"secrets are not read from YAML files; set {instead}"))
+    return problems
+
+
+def describe(error: Mapping[str, Any], root: Any, secret_keys: Mapping[tuple[str, ...], str]) -> Problem:
+    """A pydantic error as a Problem: the value (masked for secrets), what is allowed, a "did you mean"."""
+    loc: Loc = tuple(error["loc"])
+    if error["type"] == "extra_forbidden":
+        names = field_names(root, loc[:-1])
+        hint = closest(str(loc[-1]), names)
+        allowed = f"did you mean {hint!r}?" if hint else f"allowed here: {', '.join(names)}"
+        return Problem(loc, f"unknown key; {allowed}")
+    if error["type"] == "missing":
+        return Problem(loc, "required")
+    secret_value = any(tuple(map(str, loc[: len(path)])) == path for path in secret_keys)
+    shown = "***" if secret_value else repr(error.get("input"))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return Problem(loc, f"{shown} is not allowed: {message}")
 
 
 def closest(word: str, allowed: Iterable[str]) -> str | None:

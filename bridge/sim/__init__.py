@@ -2,8 +2,8 @@
 heartbeats, every topic, orders with fills, fault injection. See ``bridge.sim.server`` for the
 Python API and ``bridge.sim.faults`` for the faults; ``ibkr-bridge sim`` runs it.
 
-The simulator needs the ``sim`` extra (``cryptography`` for its self-signed certificate); the
-names below are imported on first use, so ``ibkr-bridge --help`` works without it.
+The names below are imported on first use: the CLI builds its parser without loading the
+simulator's server (aiohttp, its certificate).
 """
 
 from __future__ import annotations

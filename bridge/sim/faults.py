@@ -21,6 +21,9 @@ Faults (parameters, defaults):
   distinct conids are refused (invented behaviour: the real socket's answer is unknown).
 - ``slow_reader`` (limit_bytes=1 MiB, flood_frames=50000, grace_s=1, duration_s=30): flood every
   socket, then abort (no close frame) any socket whose unread backlog stays above ``limit_bytes``.
+- ``lst_expire``: (OAuth mode) every live session token issued so far expires now; signed calls
+  answer 401 ``live session token expired`` until the client gets a new one.
+- ``ssodh_error`` (count=1): the next ``count`` ``ssodh/init`` calls answer 500.
 - ``clear``: undo every switch and restore authentication.
 
 Scenario file (JSON or YAML): a list (or ``{"faults": [...]}``) of ``{"at_s": 5, "fault": ..., ...}``.
@@ -208,6 +211,17 @@ async def _slow_reader_watch(gateway: Gateway, grace_s: float, duration_s: float
     gateway.slow_reader_limit = None
 
 
+async def _lst_expire(gateway: Gateway, params: Params) -> Params:
+    if gateway.oauth is None:
+        raise FaultError("lst_expire needs the OAuth mode (sim --oauth DIR)")
+    return {"expired": gateway.oauth.expire_all()}
+
+
+async def _ssodh_error(gateway: Gateway, params: Params) -> Params:
+    gateway.ssodh_errors = int(_number(params, "count", 1) or 0)
+    return {"count": gateway.ssodh_errors}
+
+
 async def _clear(gateway: Gateway, params: Params) -> Params:
     gateway.stall_until = gateway.binary_until = gateway.refuse_until = 0.0
     gateway.refuse_count = 0
@@ -227,6 +241,8 @@ FAULTS: dict[str, Callable[[Gateway, Params], Awaitable[Params]]] = {
     "malformed": _malformed,
     "line_limit": _line_limit,
     "slow_reader": _slow_reader,
+    "lst_expire": _lst_expire,
+    "ssodh_error": _ssodh_error,
     "clear": _clear,
 }
 

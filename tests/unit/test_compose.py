@@ -102,12 +102,7 @@ def test_every_image_is_pinned_to_a_version(compose: dict[str, Any]) -> None:
 def test_the_bridge_image_tag_is_the_package_version(compose: dict[str, Any]) -> None:
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert services(compose)["bridge"]["image"] == f"ibkr-bridge:{version}"
-    assert services(compose)["sim"]["image"] == f"ibkr-bridge-sim:{version}"
-
-
-def test_only_the_simulator_image_carries_the_sim_extra(compose: dict[str, Any]) -> None:
-    assert services(compose)["sim"]["build"]["args"]["EXTRAS"] == "[sim]"
-    assert "args" not in services(compose)["bridge"]["build"]
+    assert services(compose)["sim"]["image"] == f"ibkr-bridge:{version}"
 
 
 def test_every_mounted_file_exists_and_every_named_volume_is_declared(compose: dict[str, Any]) -> None:
