@@ -443,41 +443,10 @@ def _add_tail(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(command=_tail)
 
 
-def _spool_status(args: argparse.Namespace) -> int:
-    import json
-
-    from bridge.delivery.spool_identity import inspect
-    from bridge.errors import ConfigError
-
-    directory = Path(args.dir)
-    if not directory.is_dir():
-        print(f"ibkr-bridge spool status: {directory} is not a directory", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        report = inspect(directory)
-    except ConfigError as exc:
-        return config_failure("spool status", exc)
-    print(json.dumps(report.to_json(), indent=2) if args.json else report.render())
-    return EXIT_OK
-
-
 def _add_spool(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "spool",
-        help="inspect an on-disk spool",
-        description="Inspect the spool of undelivered critical records (delivery.spool_dir).",
-    )
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    status = actions.add_parser(
-        "status",
-        help="segments, undelivered records by destination and type, and the sink the spool belongs to",
-        description="Show what a spool holds without acknowledging anything: segments, bytes, "
-        "undelivered records by destination and by event type, and the sink (kind, servers, "
-        "destinations) its records were written for. Run it while no bridge uses the directory.",
-    )
-    status.add_argument("dir", metavar="DIR", help="the spool directory (delivery.spool_dir)")
-    status.add_argument("--json", action="store_true", help="print the report as JSON")
-    status.set_defaults(command=_spool_status)
+    from bridge.spool_cli import add_spool
+
+    add_spool(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
