@@ -17,6 +17,8 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from bridge.asyncapi_cli import add_asyncapi_command
+
 if TYPE_CHECKING:
     from bridge.config import Settings
     from bridge.errors import ConfigError
@@ -132,42 +134,6 @@ def _schemas(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     print(f"wrote {len(written)} schemas to {args.out}", file=sys.stderr)
     return EXIT_OK
-
-
-def _asyncapi(args: argparse.Namespace) -> int:
-    from importlib import metadata
-
-    import orjson
-
-    from bridge.app import router_for
-    from bridge.asyncapi import document
-    from bridge.config import load_settings
-    from bridge.errors import ConfigError
-
-    try:
-        settings = load_settings(Path(args.config) if args.config else None)
-    except ConfigError as exc:
-        print(f"ibkr-bridge asyncapi: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    kafka = settings.sink.kafka
-    text = orjson.dumps(
-        document(metadata.version("ibkr-bridge"), router_for(settings), kafka.topic_partitions,
-                 kafka.topic_replication),
-        option=orjson.OPT_INDENT_2,
-    ) + b"\n"  # fmt: skip
-    if args.out:
-        Path(args.out).write_bytes(text)
-        print(f"wrote the AsyncAPI document to {args.out}", file=sys.stderr)
-    else:
-        sys.stdout.buffer.write(text)
-    return EXIT_OK
-
-
-def _add_asyncapi(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("asyncapi", help="print the AsyncAPI 3 document of every destination and event")
-    parser.add_argument("--out", metavar="FILE", help="write it to FILE instead of standard output")
-    parser.add_argument("--config", metavar="FILE", help="destination names and topics from FILE")
-    parser.set_defaults(command=_asyncapi)
 
 
 def _add_schemas(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -493,11 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
         "2 usage or configuration error. `ibkr-bridge COMMAND --help` describes each command.",
     )
     sub = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
-    commands = (
-        _add_run, _add_demo, _add_tail, _add_check_config, _add_normalize, _add_schemas, _add_asyncapi,
-        _add_sim, _add_spool,
-    )
-    for add in commands:
+    for add in (_add_run, _add_demo, _add_tail, _add_check_config, _add_normalize, _add_schemas, _add_sim,
+                _add_spool, add_asyncapi_command):
         add(sub)
     return parser
 
