@@ -15,7 +15,12 @@ from bridge.errors import ConfigError
 
 
 def add_asyncapi_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("asyncapi", help="print the AsyncAPI 3 document of every destination and event")
+    parser = sub.add_parser(
+        "asyncapi", help="print the AsyncAPI 3 document of every destination and event",
+        description="Print the AsyncAPI 3 document of what the bridge publishes: every stream and state "
+        "destination as a channel, every event type as a message with its JSON Schema, key, CloudEvents "
+        "headers and Kafka bindings. With --config, the destination names and topic settings of that file.",
+    )
     parser.add_argument("--out", metavar="FILE", help="write it to FILE instead of standard output")
     parser.add_argument("--config", metavar="FILE", help="destination names and topics from FILE")
     parser.set_defaults(command=lambda args: write_document(args.config, args.out))
