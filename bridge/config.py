@@ -10,13 +10,14 @@ every problem, each naming the field, the value and what is allowed.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.errors import ConfigError
@@ -30,6 +31,17 @@ SINK_SCHEMES = ("kafka", "redis", "rediss", "stdout", "memory")
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine: ``localhost``, 127.0.0.0/8 or ``::1``."""
+    name = host.lower().rstrip(".")
+    if name in ("localhost", "localhost.localdomain") or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class GatewaySettings(_Section):
@@ -59,6 +71,27 @@ class GatewaySettings(_Section):
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ValueError("must be an http(s) URL with a host, e.g. https://localhost:5000")
         return value.rstrip("/")
+
+    @field_validator("insecure_tls")
+    @classmethod
+    def _insecure_only_on_loopback(cls, value: bool, info: ValidationInfo) -> bool:
+        url = info.data.get("url")
+        if value and url is not None and not is_loopback(urlsplit(url).hostname or ""):
+            raise ValueError(
+                f"turns TLS verification off, which is allowed only for a gateway on loopback "
+                f"(localhost, 127.0.0.0/8, ::1), not {urlsplit(url).hostname}; set gateway.ca_file "
+                f"to the gateway's CA or certificate file instead"
+            )
+        return value
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file_readable(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("insecure_tls"):
+            raise ValueError("is set with gateway.insecure_tls: verify against it, or turn verification off")
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file (the gateway's CA or certificate, PEM)")
+        return value
 
     @property
     def ws_url(self) -> str:

@@ -110,6 +110,7 @@ class GatewaySimulator:
         self.gateway = Gateway(self.config)
         self._runner: web.AppRunner | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.cert_path: Path | None = None  # with TLS: the certificate, a verifying client's CA file
         self.port = self.config.port
 
     @property
@@ -148,8 +149,13 @@ class GatewaySimulator:
     async def start(self) -> None:
         ssl_context: ssl.SSLContext | None = None
         if self.config.tls:
-            self._tmp = tempfile.TemporaryDirectory(prefix="ibkr-sim-")
-            ssl_context = self_signed_context(Path(self._tmp.name), self.config.host)
+            directory = self.config.tls_dir
+            if directory is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="ibkr-sim-")
+                directory = Path(self._tmp.name)
+            directory.mkdir(parents=True, exist_ok=True)
+            ssl_context = self_signed_context(directory, self.config.host, self.config.tls_names)
+            self.cert_path = directory / "cert.pem"
         scenario = load_scenario(self.config.scenario) if self.config.scenario else None
         self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False,
                                      shutdown_timeout=1.0)
