@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from bridge.admin import build_admin_app, start_admin
+from bridge.admin import AdminLimits, build_admin_app, start_admin
 from bridge.admin_backend import BridgeAdmin
 from bridge.backoff import PUBLISH_RETRY, SINK_START_RETRY, Backoff
 from bridge.codec import EnvelopeContext
@@ -211,8 +211,10 @@ class Bridge:
         self.publisher.start()
         admin = self.settings.admin
         token = secret(admin.token, admin.token_file)
-        app = build_admin_app(self.admin, self.admin.render_metrics, token)
-        self._admin_runner, self.admin_port = await start_admin(app, admin.host, admin.port)
+        limits = AdminLimits(admin.header_timeout_s, admin.body_timeout_s, admin.max_connections,
+                             read_only=admin.read_only)  # fmt: skip
+        app = build_admin_app(self.admin, self.admin.render_metrics, token, limits)
+        self._admin_runner, self.admin_port = await start_admin(app, admin.host, admin.port, limits)
 
     async def _start_sink_with_backoff(self) -> None:
         retry, failures = Backoff(SINK_START_RETRY, random.Random()), 0

@@ -258,6 +258,14 @@ class AdminSettings(_Section):
     port: int = Field(9464, ge=0, le=65535)
     token: SecretStr | None = None
     token_file: Path | None = None
+    header_timeout_s: float = Field(10.0, gt=0)  # a connection's request headers must arrive within this
+    body_timeout_s: float = Field(10.0, gt=0)
+    max_connections: int = Field(64, ge=1)  # open admin connections; past it a new one gets 503
+
+    @property
+    def read_only(self) -> bool:
+        """Mutations refused: listening beyond loopback with no token to demand."""
+        return not is_loopback(self.host) and self.token is None and self.token_file is None
 
 
 class LogSettings(_Section):
