@@ -108,6 +108,7 @@ class Bridge:
         self.metrics = metrics or BridgeMetrics()
         self.sink = sink or build_sink(settings)
         self.normalizer = MeteredNormalizer(self.metrics, ZoneInfo(settings.gateway.bars_time_zone))
+        self.normalizer.restrict_to_subscribed()  # quote state only for the targets subscribed
         self.pipeline = Pipeline(
             Router(settings.destinations, settings.account_aliases),
             EnvelopeContext(source=f"urn:ibkr-bridge:{settings.instance}"),

@@ -330,6 +330,8 @@ class GatewaySession:
         """Drop a desired subscription; returns whether it was desired."""
         found, frames = self._subs.drop(key)
         self._outbox.extend(frames)
+        if found and key.startswith("md:"):
+            self.normalizer.forget_target(key[3:])
         return found
 
     def request_history(self, request: HistoryRequest, now_ns: int) -> None:

@@ -21,6 +21,8 @@ Faults (parameters, defaults):
   distinct conids are refused (invented behaviour: the real socket's answer is unknown).
 - ``slow_reader`` (limit_bytes=1 MiB, flood_frames=50000, grace_s=1, duration_s=30): flood every
   socket, then abort (no close frame) any socket whose unread backlog stays above ``limit_bytes``.
+- ``ping_flood`` (duration_s=10, pings_per_tick=2000, connection): stop reading the socket(s) and
+  send pings (125-byte payloads) every 10 ms: a peer that demands pongs and never reads them.
 - ``clear``: undo every switch and restore authentication.
 
 Scenario file (JSON or YAML): a list (or ``{"faults": [...]}``) of ``{"at_s": 5, "fault": ..., ...}``.
@@ -208,6 +210,31 @@ async def _slow_reader_watch(gateway: Gateway, grace_s: float, duration_s: float
     gateway.slow_reader_limit = None
 
 
+async def _ping_flood(gateway: Gateway, params: Params) -> Params:
+    duration = _number(params, "duration_s", 10.0) or 0.0
+    per_tick = int(_number(params, "pings_per_tick", 2000) or 0)
+    conns = _targets(gateway, params)
+    gateway.spawn(_ping_flood_run(conns, duration, per_tick))
+    return {"flooding": [c.id for c in conns]}
+
+
+async def _ping_flood_run(conns: list[SimConnection], duration_s: float, per_tick: int) -> None:
+    payload = b"p" * 125  # the largest control payload: each pong echoes it
+    burst = (frames.ws_header(len(payload), frames.OP_PING) + payload) * per_tick
+    for conn in conns:
+        conn.pause_reading()
+    deadline = time.monotonic() + duration_s
+    try:
+        while time.monotonic() < deadline and any(not c.closed for c in conns):
+            for conn in conns:
+                if conn.backlog_bytes() < 4 << 20:  # the simulator's own writes stay bounded
+                    conn.write_raw(burst)
+            await asyncio.sleep(0.01)
+    finally:
+        for conn in conns:
+            conn.resume_reading()
+
+
 async def _clear(gateway: Gateway, params: Params) -> Params:
     gateway.stall_until = gateway.binary_until = gateway.refuse_until = 0.0
     gateway.refuse_count = 0
@@ -227,6 +254,7 @@ FAULTS: dict[str, Callable[[Gateway, Params], Awaitable[Params]]] = {
     "malformed": _malformed,
     "line_limit": _line_limit,
     "slow_reader": _slow_reader,
+    "ping_flood": _ping_flood,
     "clear": _clear,
 }
 

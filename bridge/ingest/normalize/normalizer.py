@@ -76,6 +76,7 @@ class Normalizer:
         self._last_tic: Any = None
         self.repaired_utf8_frames = 0
         self.dropped_extra_values = 0  # unknown quote values dropped past bounds.MAX_EXTRA_BYTES
+        self._subscribed: set[str] | None = None  # quote targets state is kept for; None: every target
         # smd frames normalized the fast way, tallied for a metering caller (see _tally_frame)
         self.md_frames = 0
         self.md_bytes = 0
@@ -101,6 +102,26 @@ class Normalizer:
         state = self._quotes.get(str(target))
         if state is not None:
             state.snapshot_pending = True
+        if self._subscribed is not None:
+            self._subscribed.add(str(target))
+
+    @property
+    def quote_states(self) -> int:
+        """How many quote streams have merged state."""
+        return len(self._quotes)
+
+    def restrict_to_subscribed(self) -> None:
+        """Keep quote state only for targets an ``smd`` was sent for (``expect_snapshot``): a
+        frame for any other target is a dead letter (``unsubscribed_target``) and leaves no state,
+        so a gateway echoing a million topics nobody asked for costs nothing to keep."""
+        if self._subscribed is None:
+            self._subscribed = set(self._quotes)
+
+    def forget_target(self, target: str) -> None:
+        """The subscription for ``target`` was dropped: its state goes, its frames become dead letters."""
+        if self._subscribed is not None:
+            self._subscribed.discard(target)
+        self._quotes.pop(target, None)
 
     def forget_quote(self, conid: int) -> None:
         """Drop the merged state of every stream of ``conid``: its next frame starts afresh."""
@@ -145,6 +166,8 @@ class Normalizer:
             else:
                 events = self._data(topic, obj, data, received_ns)
                 events = events or [Control(ControlKind.UNCHANGED, topic_name)]
+        except _NotSubscribed as exc:
+            events = [self._dead(data, received_ns, "unsubscribed_target", str(exc), obj.get("topic"))]
         except Exception as exc:  # noqa: BLE001 - the normalizer never raises: anything unforeseen is a dead letter
             events = [self._dead(data, received_ns, "uninterpretable", error_text(exc), obj.get("topic"))]
         events = self._representable(events, data, received_ns)
@@ -176,6 +199,8 @@ class Normalizer:
         self.repaired_utf8_frames += 1
         try:
             events = self._classified(obj, data, received_ns)
+        except _NotSubscribed as exc:
+            events = [self._dead(data, received_ns, "unsubscribed_target", str(exc), obj.get("topic"))]
         except Exception as exc:  # noqa: BLE001 - see normalize()
             events = [self._dead(data, received_ns, "uninterpretable", error_text(exc), obj.get("topic"))]
         return self._representable(events, data, received_ns)
@@ -271,6 +296,7 @@ class Normalizer:
                 conid = _conid_from_target(target)
         state = self._quotes.get(target)
         if state is None:
+            self._check_subscribed(target, obj.get("conidEx"))
             state = self._new_quote_state(target, obj)
         if state.by_conid_ex:
             state = self._combo_state(state, obj)
@@ -310,12 +336,20 @@ class Normalizer:
         state = self._quotes[target] = _QuoteState(by_conid_ex=shared)
         return state
 
+    def _check_subscribed(self, target: str, conid_ex: Any) -> None:
+        """In ``restrict_to_subscribed`` mode, refuse a new state for a target (or, for a combo
+        echoed by its spread conid, a ``conidEx``) that no ``smd`` was sent for."""
+        subscribed = self._subscribed
+        if subscribed is not None and target not in subscribed and conid_ex not in subscribed:
+            raise _NotSubscribed(f"no market data subscription for target {target[:64]!r}")
+
     def _combo_state(self, shared: _QuoteState, obj: dict[str, Any]) -> _QuoteState:
         conid_ex = obj.get("conidEx")
         if type(conid_ex) is not str or not wire.is_combo(conid_ex):
             return shared  # no legs named: merged into the topic's own state
         state = self._quotes.get(conid_ex)
         if state is None:
+            self._check_subscribed(conid_ex, conid_ex)
             state = self._quotes[conid_ex] = _QuoteState(conid_ex=conid_ex, combo=conid_ex)
         return state
 
@@ -404,6 +438,10 @@ class Normalizer:
         """Apply a REST trade row after a gap; None when that execution was already published."""
         event = self._executions.apply(row, reconciled=True)
         return None if isinstance(event, Control) else event
+
+
+class _NotSubscribed(Exception):
+    """A quote frame for a target no ``smd`` was sent for (see ``restrict_to_subscribed``)."""
 
 
 _MISSING = object()
