@@ -212,10 +212,6 @@ class HistorySlots:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
-    def open_server_ids(self) -> dict[str, str]:
-        """serverId -> subscription key, for the streaming subscriptions held open."""
-        return dict(self._open)
-
     def add(self, request: HistoryRequest) -> None:
         self._queue.append(request)
 

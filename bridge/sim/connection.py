@@ -169,6 +169,7 @@ class SimConnection:
 
     def _on_session_message(self, msg: ClientMessage, text: str) -> None:
         if not self.authenticated:
+            self.gateway.sessions_presented.append(("message", msg.session))
             if msg.session is not None and msg.session == self.gateway.session_id:
                 self.open_session()
             return  # no echo, no error: wrong ids just leave the socket waiting

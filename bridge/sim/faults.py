@@ -23,6 +23,9 @@ Faults (parameters, defaults):
   socket, then abort (no close frame) any socket whose unread backlog stays above ``limit_bytes``.
 - ``ping_flood`` (duration_s=10, pings_per_tick=2000, connection): stop reading the socket(s) and
   send pings (125-byte payloads) every 10 ms: a peer that demands pongs and never reads them.
+- ``lst_expire``: (OAuth mode) every live session token issued so far expires now; signed calls
+  answer 401 ``live session token expired`` until the client gets a new one.
+- ``ssodh_error`` (count=1): the next ``count`` ``ssodh/init`` calls answer 500.
 - ``clear``: undo every switch and restore authentication.
 
 Scenario file (JSON or YAML): a list (or ``{"faults": [...]}``) of ``{"at_s": 5, "fault": ..., ...}``.
@@ -235,6 +238,17 @@ async def _ping_flood_run(conns: list[SimConnection], duration_s: float, per_tic
             conn.resume_reading()
 
 
+async def _lst_expire(gateway: Gateway, params: Params) -> Params:
+    if gateway.oauth is None:
+        raise FaultError("lst_expire needs the OAuth mode (sim --oauth DIR)")
+    return {"expired": gateway.oauth.expire_all()}
+
+
+async def _ssodh_error(gateway: Gateway, params: Params) -> Params:
+    gateway.ssodh_errors = int(_number(params, "count", 1) or 0)
+    return {"count": gateway.ssodh_errors}
+
+
 async def _clear(gateway: Gateway, params: Params) -> Params:
     gateway.stall_until = gateway.binary_until = gateway.refuse_until = 0.0
     gateway.refuse_count = 0
@@ -255,6 +269,8 @@ FAULTS: dict[str, Callable[[Gateway, Params], Awaitable[Params]]] = {
     "line_limit": _line_limit,
     "slow_reader": _slow_reader,
     "ping_flood": _ping_flood,
+    "lst_expire": _lst_expire,
+    "ssodh_error": _ssodh_error,
     "clear": _clear,
 }
 

@@ -54,6 +54,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "gateway": {"url": "https://ibeam.trading.svc:5000", "ca": {"existingSecret": "ibeam-ca", "key": "ca.pem"}},
         "networkPolicy": {"adminFrom": [{"namespaceSelector": {"matchLabels": {"team": "observability"}}}]},
     },
+    "oauth": {
+        "gateway": {"oauth": {"enabled": True, "existingSecret": "ibkr-oauth"}, "compete": True},
+    },
     "tuned": {
         "gateway": {"account": "U1234567", "heartbeatTimeoutS": 20, "tickleIntervalS": 45},
         "sink": {"redis": {"username": "bridge"}},  # ignored: the sink is Kafka
@@ -383,6 +386,32 @@ def test_kafka_variant_mounts_secrets_as_files_and_opens_only_broker_and_gateway
     assert {"name": "BRIDGE_SINK__KAFKA__SASL_USERNAME", "valueFrom": username} in container(objects, "bridge")["env"]
     assert egress_ports(objects) == {53, 9093, 9094, 5000}
     assert not leaf_paths(config) & {".".join(path) for path in SECRET_KEYS}  # secret values never in YAML
+
+
+def test_oauth_variant_mounts_the_key_set_from_its_secret_and_talks_to_the_web_api(chart: helm.Chart) -> None:
+    objects = render(chart, VARIANTS["oauth"])
+    config = bridge_config(objects)
+    assert config["gateway"] == {"mode": "oauth", "url": "https://api.ibkr.com", "compete": True,
+                                 "oauth_file": "/var/run/secrets/ibkr-bridge/oauth/oauth.json"}  # fmt: skip
+    assert secret_files(objects) == {f"/var/run/secrets/ibkr-bridge/oauth/{name}" for name in
+                                     ("oauth.json", "private_signature.pem", "private_encryption.pem")}  # fmt: skip
+    assert 443 in egress_ports(objects) and 5000 not in egress_ports(objects)
+    assert not leaf_paths(config) & {".".join(path) for path in SECRET_KEYS}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"gateway": {"oauth": {"enabled": True}}}, "gateway.oauth.enabled needs gateway.oauth.existingSecret"),
+        ({"gateway": {"oauth": {"enabled": True, "existingSecret": "s"}}, "ibeam": {"enabled": True,
+          "existingSecret": "l"}}, "exclude each other"),
+        ({"gateway": {"oauth": {"enabled": True, "existingSecret": "s", "files": ["key.pem"]}}}, "must list oauth.json"),
+    ],
+)
+def test_oauth_values_that_cannot_work_fail_with_a_clear_message(chart: helm.Chart, values: dict[str, Any],
+                                                                 message: str) -> None:  # fmt: skip
+    with pytest.raises(helm.HelmError, match=re.escape(message)):
+        render(chart, values)
 
 
 def test_redis_variant_configures_the_redis_sink_and_its_port(chart: helm.Chart) -> None:

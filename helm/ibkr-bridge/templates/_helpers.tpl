@@ -56,7 +56,7 @@ app.kubernetes.io/part-of: ibkr-bridge
 
 {{/* "true" when any Secret is mounted under secretsDir (else empty). */}}
 {{- define "ibkr-bridge.mountsSecrets" -}}
-{{- if or (include "ibkr-bridge.kafkaSasl" .) (include "ibkr-bridge.redisSecret" .) .Values.admin.existingSecret }}true{{ end -}}
+{{- if or (include "ibkr-bridge.kafkaSasl" .) (include "ibkr-bridge.redisSecret" .) .Values.admin.existingSecret .Values.gateway.oauth.enabled }}true{{ end -}}
 {{- end -}}
 
 {{/* The port of a "host:port" or a URL; "default" when it names none. */}}
@@ -92,8 +92,17 @@ secretsDir, where workload.yaml mounts them; the Kafka SASL username comes from 
 {{- if $hasCa -}}
 {{- $_ := set $gateway "ca_file" (printf "%s/%s" (include "ibkr-bridge.gatewayCaDir" .) $v.gateway.ca.key) -}}
 {{- end -}}
+{{- if $v.gateway.oauth.enabled -}}
+{{- $gateway = dict
+      "mode" "oauth"
+      "url" $v.gateway.oauth.url
+      "oauth_file" (printf "%s/oauth/oauth.json" $secrets) -}}
+{{- end -}}
 {{- with $v.gateway.account -}}
 {{- $_ := set $gateway "account" . -}}
+{{- end -}}
+{{- if $v.gateway.compete -}}
+{{- $_ := set $gateway "compete" true -}}
 {{- end -}}
 {{- $session := dict
       "stale_after_s" $v.gateway.heartbeatTimeoutS
