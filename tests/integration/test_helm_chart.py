@@ -529,3 +529,28 @@ def test_the_network_policy_admits_to_the_admin_port_only_the_named_peers(chart:
 def test_an_empty_admin_peer_list_admits_nothing(chart: helm.Chart) -> None:
     objects = render(chart, {"networkPolicy": {"adminFrom": []}})
     assert objects["NetworkPolicy/bridge-ibkr-bridge"]["spec"]["ingress"] == []
+
+
+# What a waiting record costs (tests/bench/bench_buffer_memory.py: 1.3 KB of Python allocations,
+# 2.2 KB of RSS with tracemalloc's bookkeeping, per buffered quote; critical records are no
+# larger) and the bridge's idle RSS (tests/fault/test_ping_flood.py: ~80 MB), with margin.
+BYTES_PER_BUFFERED_RECORD = 2_500
+IDLE_BRIDGE_BYTES = 100 << 20
+MEMORY_UNITS = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+
+
+def memory_bytes(quantity: str) -> int:
+    for suffix, factor in MEMORY_UNITS.items():
+        if quantity.endswith(suffix):
+            return int(quantity.removesuffix(suffix)) * factor
+    return int(quantity)
+
+
+@pytest.mark.parametrize("variant", ["default", "tuned"])
+def test_the_buffers_fit_the_memory_limit_with_headroom(chart: helm.Chart, variant: str) -> None:
+    objects = render(chart, VARIANTS[variant])
+    delivery = bridge_config(objects)["delivery"]
+    limit = memory_bytes(container(objects, "bridge")["resources"]["limits"]["memory"])
+    buffered = delivery["max_market_data_events"] + delivery["max_critical_events"]
+    needed = IDLE_BRIDGE_BYTES + buffered * BYTES_PER_BUFFERED_RECORD
+    assert needed <= 0.75 * limit, f"{buffered:,} buffered records need ~{needed >> 20} MiB of a {limit >> 20} MiB limit"
