@@ -143,8 +143,11 @@ class Bridge:
             observer=observer,
             on_acked=self._acked,
         )
+        session_config = settings.session.model_dump()
+        if settings.gateway.mode == "oauth" and "reauthenticate" not in settings.session.model_fields_set:
+            session_config["reauthenticate"] = True  # over OAuth only ssodh/init reopens the session
         self.session = GatewaySession(
-            SessionSettings(**settings.session.model_dump()),
+            SessionSettings(**session_config),
             desired_subscriptions(settings, settings.gateway.account),
             normalizer=self.normalizer,
             books_without_account=books_without_account(settings),

@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from bridge.errors import ConfigError
 from bridge.ingest.fields import DEFAULT_MARKET_DATA_FIELDS
+from bridge.ingest.subscriptions import CHANNEL_TOPICS
 from bridge.ingest.wire import market_data_target, split_market_data_targets
 
 SMH_MAX_CONCURRENT = 5  # the gateway's limit on concurrent historical requests (reference §2.2)
@@ -136,6 +137,23 @@ class SessionConfig(_Section):
     auth_poll_s: float = Field(5.0, gt=0)
     reauthenticate: bool = False
     ssodh_init: bool = True
+    # Subscription channel -> the longest silence expected of it. Beyond it the subscription is
+    # stale: re-subscribed, counted in ibkr_bridge_stale_subscriptions and a gap opened until its
+    # data comes again. Channels left out (orders and executions: event-driven) are never judged.
+    expected_cadence_s: dict[str, float] = Field(default_factory=lambda: {"md": 120.0, "ld": 30.0})
+
+    @field_validator("expected_cadence_s")
+    @classmethod
+    def _cadences(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(CHANNEL_TOPICS))
+        if unknown:
+            known = ", ".join(f"{channel} ({topic})" for channel, topic in CHANNEL_TOPICS.items())
+            raise ValueError(f"unknown channel(s) {', '.join(unknown)}; channels are {known}")
+        not_positive = sorted(channel for channel, seconds in value.items() if not seconds > 0)
+        if not_positive:
+            names = ", ".join(not_positive)
+            raise ValueError(f"{names}: seconds must be > 0 (leave a channel out to never judge it)")
+        return value
 
 
 class MarketDataSubscription(_Section):

@@ -152,9 +152,11 @@ class OAuthConsumer:
         return signed_request_header(self.keys, self.lst, method, url, query, _nonce(),
                                      self.clock_ns() // 1_000_000_000)  # fmt: skip
 
-    def rejected(self) -> None:
-        """The server answered 401 to a signed request: the token is no longer good."""
-        self.lst = None
+    def rejected(self, token: LiveSessionToken | None) -> None:
+        """The server answered 401 to a request signed with ``token``: it is no longer good (a
+        newer one another call already obtained is kept)."""
+        if self.lst is token:
+            self.lst = None
         self.rejections += 1
 
     def redact(self, text: str) -> str:

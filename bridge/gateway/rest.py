@@ -192,14 +192,14 @@ class GatewayRest:
             return await self._send(method, path, url, params, json, None)
         for attempt in range(2):
             await self._ensure_lst()
-            header = oauth.sign(method, str(url), params or {})
+            used, header = oauth.lst, oauth.sign(method, str(url), params or {})
             try:
                 return await self._send(method, path, url, params, json, header)
             except GatewayUnavailable as exc:
                 if attempt or not str(exc).startswith(f"{method} {path}: HTTP 401"):
                     raise
                 log.warning("gateway %s %s: HTTP 401; requesting a new live session token", method, path)
-                oauth.rejected()
+                oauth.rejected(used)
         raise AssertionError("unreachable")
 
     async def _ensure_lst(self) -> None:

@@ -31,6 +31,9 @@ from bridge.events import (
 )
 from bridge.ingest import wire
 
+# Subscription channel -> the gateway topic that opens it.
+CHANNEL_TOPICS = {"md": "smd", "or": "sor", "tr": "str", "pl": "spl", "sd": "ssd", "ld": "sld", "bd": "sbd"}
+
 
 @dataclass(frozen=True, slots=True)
 class Subscription:

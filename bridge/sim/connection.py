@@ -76,7 +76,7 @@ class SimConnection:
         gateway = self.gateway
         if self.closed or self._transport.is_closing():
             return
-        if gateway.is_stalled():
+        if gateway.is_stalled() or (gateway.silent_until and gateway.is_silent(kind)):
             gateway.suppressed[kind] += 1
             return
         if opcode is None:

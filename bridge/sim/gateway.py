@@ -63,6 +63,7 @@ class Gateway:
         self.line_limit: int | None = None
         self.line_limit_mode = "error"
         self.slow_reader_limit: int | None = None
+        self.silent_until: dict[str, float] = {}  # topic -> monotonic time its silence ends
         self._server_epoch = self.rng.randint(0, 20)
         self._server_ids: dict[int, str] = {}
         self._smh: dict[str, tuple[int, int]] = {}  # serverId -> (connection id, conid)
@@ -112,6 +113,10 @@ class Gateway:
     # ----------------------------------------------------------------------------- state queries
     def is_stalled(self) -> bool:
         return self.stall_until > 0 and time.monotonic() < self.stall_until
+
+    def is_silent(self, topic: str) -> bool:
+        until = self.silent_until.get(topic)
+        return until is not None and time.monotonic() < until
 
     def binary_frames(self) -> bool:
         return self.binary_until > 0 and time.monotonic() < self.binary_until

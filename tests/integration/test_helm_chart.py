@@ -40,7 +40,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
             },
         },
         "spool": {"persistence": {"enabled": False}},
-        "subscriptions": {"marketData": {"conids": [265598, "8314@SMART"], "fields": ["31", "84", "86"]}},
+        "subscriptions": {"marketData": {"conids": [265598, "8314@SMART", "28812380;;;265598/1,8314/-1"],
+                                         "fields": ["31", "84", "86"]}},
         "admin": {"existingSecret": "bridge-admin"},
     },
     "redis": {
@@ -62,6 +63,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "sink": {"redis": {"username": "bridge"}},  # ignored: the sink is Kafka
         "log": {"format": "auto"},
         "extraConfig": {"session": {"smd_refresh_s": 300}, "sink": {"kafka": {"create_topics": True}}},
+    },
+    "topics": {
+        "sink": {"kafka": {"topics": {"create": True, "partitions": 12, "replication": 3}}},
+        "ibeam": {"enabled": True, "existingSecret": "ibeam-login", "image": {"tag": "0.5.9"}},
     },
     "servicemonitor": {
         "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
@@ -358,11 +363,37 @@ def test_values_map_onto_the_bridge_settings(chart: helm.Chart) -> None:
             "linger_ms": 0,
             "enable_idempotence": True,
             "tls": False,
-            "create_topics": True,
+            "create_topics": True,  # from extraConfig, over the rendered false
         },
     }
     assert config["logging"] == {"level": "INFO", "format": "auto"}
     assert config["subscriptions"]["market_data"] == {"conids": []}  # the bridge's default fields
+
+
+def test_topic_creation_values_map_onto_the_kafka_sink_settings(chart: helm.Chart) -> None:
+    kafka = bridge_config(render(chart, VARIANTS["topics"]))["sink"]["kafka"]
+    assert (kafka["create_topics"], kafka["topic_partitions"], kafka["topic_replication"]) == (True, 12, 3)
+    default = bridge_config(render(chart, {}))["sink"]["kafka"]
+    assert default["create_topics"] is False
+    assert "topic_partitions" not in default and "topic_replication" not in default
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"sink": {"kafka": {"topics": {"partitions": 0}}}}, "/sink/kafka/topics/partitions"),
+        ({"sink": {"kafka": {"topics": {"replicas": 3}}}}, "/sink/kafka/topics"),
+        ({"ibeam": {"image": {"tag": ""}}}, "/ibeam/image/tag"),
+    ],
+)
+def test_topic_and_ibeam_values_are_checked_by_the_schema(chart: helm.Chart, values: dict[str, Any], field: str) -> None:
+    with pytest.raises(helm.HelmValuesError, match=re.escape(f"at '{field}'")):
+        chart.render(values, name="bridge", namespace="trading")
+
+
+def test_the_ibeam_image_tag_is_the_one_the_user_chose(chart: helm.Chart) -> None:
+    assert container(render(chart, VARIANTS["topics"]), "ibeam")["image"] == "voyz/ibeam:0.5.9"
+    assert "your choice" in (CHART / "values.yaml").read_text().lower()
 
 
 def test_kafka_variant_mounts_secrets_as_files_and_opens_only_broker_and_gateway_ports(chart: helm.Chart) -> None:
@@ -373,7 +404,8 @@ def test_kafka_variant_mounts_secrets_as_files_and_opens_only_broker_and_gateway
     assert (kafka["tls"], kafka["sasl_mechanism"]) == (True, "SCRAM-SHA-512")
     assert kafka["sasl_password_file"] == "/var/run/secrets/ibkr-bridge/kafka/password"
     assert config["admin"]["token_file"] == "/var/run/secrets/ibkr-bridge/admin/token"
-    assert config["subscriptions"]["market_data"] == {"conids": [265598, "8314@SMART"], "fields": ["31", "84", "86"]}
+    assert config["subscriptions"]["market_data"] == {
+        "conids": [265598, "8314@SMART", "28812380;;;265598/1,8314/-1"], "fields": ["31", "84", "86"]}
     assert "redis" not in config["sink"]
     volumes = {v["name"]: v for v in workload(objects)["spec"]["template"]["spec"]["volumes"]}
     secrets = [s["secret"]["name"] for s in volumes["secrets"]["projected"]["sources"]]

@@ -187,3 +187,29 @@ def test_a_websocket_upgrade_without_the_access_token_or_the_session_cookie_is_r
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
         websocket.create_connection(url, sslopt={"cert_reqs": ssl.CERT_NONE}, cookie=cookie, timeout=5)
     assert refused.value.status_code == 401
+
+
+def test_market_data_flows_on_the_socket_only_after_ssodh_init(oauth_sim: SimProcess) -> None:
+    from tests.fixtures.sim import SimSocket
+
+    client = ibind_client(oauth_sim, init_brokerage_session=False)
+    try:
+        session = client.tickle().data["session"]
+        socket = SimSocket(f"{oauth_sim.ws_url}?oauth_token={key_set(oauth_sim)['access_token']}",
+                           cookie=f"api={session}")  # fmt: skip
+        try:
+            sts = socket.json_until(lambda o: o.get("topic") == "sts")[-1].json()
+            assert sts["args"]["authenticated"] is False
+            socket.send('smd+265598+{"fields":["31","84","86"]}')
+            heartbeats = 0
+            while heartbeats < 3:  # the simulator heartbeats every 0.5 s and would quote every 0.1 s
+                frame = socket.json_until(lambda o: o.get("topic") in ("system", "smd+265598"))[-1].json()
+                assert frame.get("topic") != "smd+265598", "market data before the brokerage session"
+                heartbeats += "hb" in frame
+            client.initialize_brokerage_session(compete=False)
+            socket.send('smd+265598+{"fields":["31","84","86"]}')
+            socket.json_until(lambda o: o.get("topic") == "smd+265598" and "31" in o)
+        finally:
+            socket.close()
+    finally:
+        client.close()

@@ -3,6 +3,7 @@ session token is requested, replaced before it expires and regenerated after a 4
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -111,3 +112,11 @@ async def test_a_tls_certificate_that_is_not_trusted_is_refused(rig: OAuthRig) -
             await rest.tickle()
     finally:
         await rest.close()
+
+
+async def test_calls_refused_together_obtain_one_new_token(rig: OAuthRig) -> None:
+    await rig.rest.tickle()
+    await rig.sim.apply_fault("lst_expire")
+    await asyncio.gather(rig.rest.tickle(), rig.rest.auth_status(), rig.rest.tickle())
+    assert oauth_stats(rig)["lsts_issued"] == 2
+    assert rig.consumer.rejections == 3

@@ -124,7 +124,12 @@ secretsDir, where workload.yaml mounts them; the Kafka SASL username comes from 
       "compression" $k.compression
       "linger_ms" $k.lingerMs
       "enable_idempotence" $k.enableIdempotence
-      "tls" $k.tls -}}
+      "tls" $k.tls
+      "create_topics" $k.topics.create -}}
+{{- if $k.topics.create -}}
+{{- $_ := set $kafka "topic_partitions" $k.topics.partitions -}}
+{{- $_ := set $kafka "topic_replication" $k.topics.replication -}}
+{{- end -}}
 {{- if include "ibkr-bridge.kafkaSasl" . -}}
 {{- $_ := set $kafka "sasl_mechanism" $k.sasl.mechanism -}}
 {{- $_ := set $kafka "sasl_password_file" (printf "%s/kafka/%s" $secrets $k.sasl.passwordKey) -}}
