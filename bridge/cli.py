@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_DATA_LOST = 3  # run: critical records could not be delivered nor spooled (a full or failed disk)
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -243,7 +244,11 @@ async def _serve(settings: Settings) -> int:
         await bridge.run()
     except Exception:
         logging.getLogger("bridge").exception("the bridge stopped on an error")
-        return EXIT_FAILURE
+        return EXIT_DATA_LOST if bridge.buffer.lost_critical_events else EXIT_FAILURE
+    if bridge.buffer.lost_critical_events:
+        lost = bridge.buffer.lost_critical_events
+        logging.getLogger("bridge").error("exiting with %d critical records lost (exit code 3)", lost)
+        return EXIT_DATA_LOST
     return EXIT_OK
 
 

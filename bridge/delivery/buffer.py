@@ -248,6 +248,7 @@ class DeliveryBuffer:
         self._closed = False
         self.spooled_events = 0
         self.replayed_events = 0
+        self.lost_critical_events = 0  # could not be spooled at shutdown (a full or failed disk)
         if spool is not None and spool.has_unread():
             self._pending.set()
 
@@ -448,10 +449,22 @@ class DeliveryBuffer:
             return 0
         if not self.spool.has_room():
             logger.warning("spool over its quota; writing %d critical records anyway", len(records))
-        self.spool.append(records)
-        self.spool.sync()
+        try:
+            self.spool.append(records)
+            self.spool.sync()
+        except OSError as exc:  # a full or failed disk at shutdown: the loss is counted and named
+            self._lose(records, exc)
+            return 0
         self._count_spooled(len(records))
         return len(records)
+
+    def _lose(self, records: list[Record], exc: OSError) -> None:
+        self.lost_critical_events += len(records)
+        self._observer.dropped(EventClass.CRITICAL, len(records))
+        ids = [dict(record.attributes).get("id", "?") for record in records]
+        shown = ", ".join(str(i) for i in ids[:50]) + (f" and {len(ids) - 50} more" if len(ids) > 50 else "")
+        logger.error("the spool could not be written (%s): %d critical records are LOST: ids %s",
+                     exc, len(records), shown)  # fmt: skip
 
     def _persist_late(self, record: Record) -> None:
         self._persist([record])
