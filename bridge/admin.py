@@ -87,30 +87,7 @@ def build_admin_app(
 
     def mutation(action: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> Any:
         async def handler(request: web.Request) -> web.Response:
-            if limits.read_only:
-                return _json({"error": READ_ONLY}, 403)
-            if token is not None and not _authorized(request, token):
-                return _json({"error": "missing or wrong bearer token"}, 401)
-            try:
-                body = await asyncio.wait_for(request.read(), limits.body_timeout_s)
-            except TimeoutError:
-                return _json({"error": f"request body not received within {limits.body_timeout_s:g} s"}, 408)
-            except web.HTTPRequestEntityTooLarge:
-                return _json({"error": f"request body larger than {limits.max_body_bytes} bytes"}, 413)
-            try:
-                spec = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                return _json({"error": f"the body is not JSON: {exc}", "field": None}, 400)
-            if not isinstance(spec, dict):
-                return _json({"error": "the body must be a JSON object", "field": None}, 400)
-            try:
-                result = await action(spec)
-            except SpecError as exc:
-                return _json({"error": str(exc), "field": exc.field}, 400)
-            except ValueError as exc:
-                return _json({"error": str(exc), "field": None}, 400)
-            log.info("subscriptions changed over admin API: %s", result)
-            return _json(result)
+            return await _mutate(request, action, token, limits)
 
         return handler
 
@@ -122,6 +99,40 @@ def build_admin_app(
     app.router.add_post("/subscriptions", mutation(backend.subscribe))
     app.router.add_delete("/subscriptions", mutation(backend.unsubscribe))
     return app
+
+
+async def _mutate(
+    request: web.Request,
+    action: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+    token: str | None,
+    limits: AdminLimits,
+) -> web.Response:
+    """A POST/DELETE /subscriptions: read-only and token checks, the body read within its
+    timeout and size, then validated (a 400 names the field) and applied."""
+    if limits.read_only:
+        return _json({"error": READ_ONLY}, 403)
+    if token is not None and not _authorized(request, token):
+        return _json({"error": "missing or wrong bearer token"}, 401)
+    try:
+        body = await asyncio.wait_for(request.read(), limits.body_timeout_s)
+    except TimeoutError:
+        return _json({"error": f"request body not received within {limits.body_timeout_s:g} s"}, 408)
+    except web.HTTPRequestEntityTooLarge:
+        return _json({"error": f"request body larger than {limits.max_body_bytes} bytes"}, 413)
+    try:
+        spec = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return _json({"error": f"the body is not JSON: {exc}", "field": None}, 400)
+    if not isinstance(spec, dict):
+        return _json({"error": "the body must be a JSON object", "field": None}, 400)
+    try:
+        result = await action(spec)
+    except SpecError as exc:
+        return _json({"error": str(exc), "field": exc.field}, 400)
+    except ValueError as exc:
+        return _json({"error": str(exc), "field": None}, 400)
+    log.info("subscriptions changed over admin API: %s", result)
+    return _json(result)
 
 
 READ_ONLY = ("the admin API is read-only: it listens beyond loopback without admin.token; set "

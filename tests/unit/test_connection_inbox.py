@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from picows import WSCloseCode, WSMsgType
 from picows.picows import _make_test_ws_frame
 
-from bridge.gateway.connection import _Inbox
+from bridge.gateway.inbox import Inbox
 
 
 @dataclass
@@ -48,13 +48,13 @@ def frame(kind: WSMsgType, payload: bytes, fin: bool = True):  # type: ignore[no
     return _make_test_ws_frame(kind, payload, fin, False)
 
 
-def inbox(pause_at: int = 100, max_bytes: int = 1000) -> tuple[_Inbox, FakeTransport]:
-    box, transport = _Inbox(max_bytes, pause_at), FakeTransport()
+def inbox(pause_at: int = 100, max_bytes: int = 1000) -> tuple[Inbox, FakeTransport]:
+    box, transport = Inbox(max_bytes, pause_at), FakeTransport()
     box.on_ws_connected(transport)  # type: ignore[arg-type]
     return box, transport
 
 
-def feed(box: _Inbox, transport: FakeTransport, *frames: object) -> None:
+def feed(box: Inbox, transport: FakeTransport, *frames: object) -> None:
     for f in frames:
         box.on_ws_frame(transport, f)  # type: ignore[arg-type]
 
@@ -124,7 +124,7 @@ def test_pings_are_answered_while_the_peer_reads_our_socket() -> None:
 
 
 async def test_pings_go_unanswered_past_the_write_buffer_bound_and_a_peer_that_never_reads_is_dropped() -> None:
-    box, t = _Inbox(1000, 100, max_unsent_bytes=1024, write_stall_s=0.05), FakeTransport()
+    box, t = Inbox(1000, 100, max_unsent_bytes=1024, write_stall_s=0.05), FakeTransport()
     box.on_ws_connected(t)  # type: ignore[arg-type]
     t.underlying_transport.unsent_bytes = 4096  # the peer stopped reading our pongs
     feed(box, t, *[frame(WSMsgType.PING, b"p") for _ in range(1000)])
