@@ -189,7 +189,11 @@ async def start_admin(
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.header_timeout_s)
     await runner.setup()
     site = _CappedSite(runner, host, port, limits.max_connections)
-    await site.start()
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
     addresses = runner.addresses
     bound = addresses[0][1] if addresses else port
     mode = " (read-only: no admin.token)" if limits.read_only else ""
