@@ -121,4 +121,6 @@ class BridgeAdmin:
         key = spec["key"]
         if not await self.connection.unsubscribe(key):
             raise ValueError(f"no desired subscription with key {key!r}")
+        if key.startswith("md:"):
+            self.session.normalizer.forget_target(key[3:])  # its frames are now dead letters
         return {"unsubscribed": key}

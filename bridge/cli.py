@@ -296,11 +296,7 @@ async def _serve(settings: Settings) -> int:
     except Exception:
         logging.getLogger("bridge").exception("the bridge stopped on an error")
         return EXIT_DATA_LOST if bridge.buffer.lost_critical_events else EXIT_FAILURE
-    if bridge.buffer.lost_critical_events:
-        lost = bridge.buffer.lost_critical_events
-        logging.getLogger("bridge").error("exiting with %d critical records lost (exit code 3)", lost)
-        return EXIT_DATA_LOST
-    return EXIT_OK
+    return EXIT_DATA_LOST if bridge.buffer.lost_critical_events else EXIT_OK  # lost: logged with ids
 
 
 def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

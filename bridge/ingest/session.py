@@ -357,8 +357,6 @@ class GatewaySession:
         """Drop a desired subscription; returns whether it was desired."""
         found, frames = self._subs.drop(key)
         self._outbox.extend(frames)
-        if found and key.startswith("md:"):
-            self.normalizer.forget_target(key[3:])
         self._close_silence_gap(now_ns)
         return found
 
