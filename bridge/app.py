@@ -98,8 +98,8 @@ class MeteredNormalizer(Normalizer):
     """The normalizer, counting frames, bytes and events.
 
     Market-data frames, the bulk of the traffic, are tallied by the normalizer itself and added
-    to the metrics once per batch by :meth:`flush_metrics` (the bridge calls it for every batch
-    of events it takes); every other frame is counted as it is normalized.
+    to the metrics by :meth:`flush_metrics` (the bridge calls it once per publish cycle and at
+    every scrape); every other frame is counted as it is normalized.
     """
 
     def __init__(self, metrics: BridgeMetrics) -> None:
@@ -287,7 +287,6 @@ class Bridge:
 
     async def on_events(self, events: Sequence[Event], received_ns: int) -> None:
         self._last_frame_ns = received_ns
-        self.normalizer.flush_metrics()
         for event in events:
             if type(event) is Quote:  # the bulk of the traffic: nothing to observe
                 continue
@@ -341,6 +340,7 @@ class Bridge:
         self._ack_listeners.append(listener)
 
     def _acked(self, records: Sequence[Record], ack_ns: int) -> None:
+        self.normalizer.flush_metrics()  # once per publish cycle, not per frame read (and at scrape)
         self.counts.published_events += len(records)
         for listener in self._ack_listeners:
             listener(records, ack_ns)
@@ -362,6 +362,7 @@ class Bridge:
     def render_metrics(self) -> bytes:
         """Refresh the gauges that are read at scrape time, then render."""
         m, buffer = self.metrics, self.buffer
+        self.normalizer.flush_metrics()
         m.set_buffer_events(EventClass.CRITICAL.value, buffer.critical_events)
         m.set_buffer_events(EventClass.MARKET_DATA.value, len(buffer.market))
         m.set_spool(self.spool.size_bytes, self.spool.segment_count, self.settings.delivery.spool_max_bytes)

@@ -59,6 +59,7 @@ from typing import Any
 
 from bridge.ingest.fields import DEFAULT_MARKET_DATA_FIELDS
 from tests.bench.e2e_meter import pin_self
+from tests.bench.e2e_profile import finish_profiler, start_profiler
 from tests.bench.e2e_report import print_table, summarize
 from tests.fixtures.brokers import ServerProcess, create_topic, start_kafka_broker, start_redis_server
 from tests.fixtures.processes import stop_process
@@ -70,7 +71,10 @@ CONIDS = [265598, 8314, 272093, 4815747, 76792991, 3691937, 756733, 11004968] + 
     100_000 + 37 * i for i in range(92)
 ]
 FIELDS = list(DEFAULT_MARKET_DATA_FIELDS)
-LOADS = {"burst": 10_000_000, "5k": 5_000, "20k": 20_000}
+# offered load -> smd frames/s the simulator paces (``--rate``); ``idle``: subscribed, the first
+# snapshots only (the simulator's own cadence set to an hour), heartbeats every 10 s like the gateway
+LOADS = {"idle": 0, "500": 500, "1k": 1_000, "5k": 5_000, "20k": 20_000, "burst": 10_000_000}
+IDLE_SIM_ARGS = ("--md-interval-s", "3600", "--heartbeat-s", "10")
 CONTENDERS = ("bridge/kafka", "bridge/redis", "tutorial", "ibind", "bare/kafka")
 PARTITIONS = 6
 
@@ -89,6 +93,8 @@ class Run:
     warmup_s: float
     seconds: float
     work: Path
+    checkout: Path | None = None  # another checkout to run the bridge from
+    linger_ms: float | None = None  # the bridge's delivery.linger_ms; None: its default
 
     @property
     def rate(self) -> int:
@@ -97,6 +103,14 @@ class Run:
     @property
     def latency(self) -> bool:
         return self.load != "burst"
+
+    @property
+    def label(self) -> str:
+        return f"{self.contender.replace('/', '-')}.{self.load}"
+
+    @property
+    def sim_args(self) -> tuple[str, ...]:
+        return IDLE_SIM_ARGS if self.load == "idle" else ("--rate", str(self.rate))
 
 
 # --------------------------------------------------------------------------- processes
@@ -119,6 +133,8 @@ def bridge_config(run: Run, sim: SimProcess, brokers: Brokers) -> Path:
         "delivery": {"spool_dir": str(run.work / "spool")},
         "admin": {"host": "127.0.0.1", "port": 0},
     }
+    if run.linger_ms is not None:
+        config["delivery"]["linger_ms"] = run.linger_ms
     path = run.work / "bridge.yaml"
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
     return path
@@ -146,16 +162,19 @@ def wait_for(path: Path, proc: subprocess.Popen[bytes], timeout_s: float) -> boo
     return True
 
 
-def run_once(run: Run, brokers: Brokers) -> dict[str, Any]:
+def run_once(run: Run, brokers: Brokers, profile: Path | None = None) -> dict[str, Any]:
     run.work.mkdir(parents=True)
     out = run.work / "result.json"
-    sim = start_sim_process("--rate", str(run.rate), "--seed", "7")
+    sim = start_sim_process(*run.sim_args, "--seed", "7")
+    profiler: subprocess.Popen[bytes] | None = None
+    stages: dict[str, float] | None = None
     try:
         if not run.contender.startswith("bridge/"):
             asyncio.run(create_topic(brokers.kafka.address, run.topic, PARTITIONS))
         log = (run.work / "contender.log").open("wb")
+        cwd = run.checkout if run.contender.startswith("bridge/") else None  # python -m imports from cwd first
         proc = subprocess.Popen(contender_argv(run, sim, brokers, out), stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=cwd)  # fmt: skip
         try:
             peers = {
                 "sim": sim.proc.pid,
@@ -168,19 +187,25 @@ def run_once(run: Run, brokers: Brokers) -> dict[str, Any]:
                     f"{run.contender} never opened its window:\n{_tail(run.work / 'contender.log')}"
                 )
             before, t0 = {name: cpu_seconds(pid) for name, pid in peers.items()}, time.perf_counter()
+            if profile is not None:
+                profiler = start_profiler(proc.pid, run.seconds, profile, run.label)
             if not wait_for(out, proc, budget_s):
                 raise RuntimeError(f"{run.contender} wrote no result:\n{_tail(run.work / 'contender.log')}")
             wall = time.perf_counter() - t0
             peer_cpu = {name: 100 * (cpu_seconds(pid) - before[name]) / wall for name, pid in peers.items()}
             proc.wait(60)
         finally:
+            if profiler is not None and profile is not None:
+                stages = finish_profiler(profiler, profile, run.label)
             stop_process(proc)
             log.close()
     finally:
         sim.stop()
     result: dict[str, Any] = json.loads(out.read_text())
     result.update(contender=run.contender, load=run.load, offered_per_s=run.rate if run.latency else None,
-                  peer_cpu_percent=peer_cpu, topic=run.topic)  # fmt: skip
+                  peer_cpu_percent=peer_cpu, topic=run.topic, loadavg=os.getloadavg())  # fmt: skip
+    if stages is not None:
+        result["profile_stages"] = stages
     result["stored"] = asyncio.run(count_stored(run, brokers, result["acked_total"]))
     result["verified"] = result["stored"] >= result["acked_total"]
     return result
@@ -234,40 +259,57 @@ def machine() -> dict[str, Any]:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())  # fmt: skip
     return {"cpu_model": model, "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "kernel": platform.release()}  # fmt: skip
+            "kernel": platform.release(), "loadavg_at_start": os.getloadavg(),
+            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_e2e", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    add = parser.add_argument
+    add("--quick", action="store_true", help="4 s windows instead of 10 s")
+    add("--repeats", type=int, default=1, help="runs per contender and load (median reported)")
+    add("--only", nargs="*", choices=CONTENDERS, help="a subset of the contenders")
+    add("--loads", nargs="*", choices=tuple(LOADS), help="a subset of the offered loads")
+    add("--profile", type=Path, default=None, help="py-spy each contender's window into this directory")
+    add("--bridge-checkout", type=Path, default=None,
+        help="run the bridge contenders from another checkout of the project (to compare two versions)")
+    add("--linger-ms", type=float, default=None, help="the bridge's delivery.linger_ms (default: its own)")
+    add("--out", type=Path, default=RESULTS, help=f"where the JSON goes (default {RESULTS})")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_e2e", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--quick", action="store_true", help="3 s windows instead of 10 s")
-    parser.add_argument(
-        "--repeats", type=int, default=1, help="runs per contender and load (median reported)"
-    )
-    parser.add_argument("--only", nargs="*", choices=CONTENDERS, help="a subset of the contenders")
-    parser.add_argument("--loads", nargs="*", choices=tuple(LOADS), help="a subset of the offered loads")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     pin_self(PEER_CPU)  # the simulator and the brokers inherit CPU 1; contenders move to CPU 0
-    warmup_s, seconds = (3.0, 3.0) if args.quick else (5.0, 10.0)
+    warmup_s, seconds = (5.0, 4.0) if args.quick else (5.0, 10.0)
     stamp = time.strftime("%H%M%S")
     runs: list[dict[str, Any]] = []
+    host = machine()
+    print(f"{host['cpu_count']} x {host['cpu_model']}, Python {host['python']}, "
+          f"load average {' '.join(f'{x:.2f}' for x in host['loadavg_at_start'])}", flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, brokers_on_peer_cpu(Path(tmp)) as brokers:
         for load in args.loads or LOADS:
             for contender in args.only or CONTENDERS:
                 for repeat in range(args.repeats):
                     name = f"e2e.{stamp}.{contender.replace('/', '-')}.{load}.{repeat}"
-                    run = Run(contender, load, name, warmup_s, seconds, Path(tmp) / name)
-                    result = run_once(run, brokers)
+                    run = Run(contender, load, name, warmup_s, seconds, Path(tmp) / name, args.bridge_checkout,
+                              args.linger_ms)  # fmt: skip
+                    result = run_once(run, brokers, args.profile)
                     runs.append(result)
                     print(f"  {contender:<13} {load:>5}  {result['frames_per_s']:>9,.0f} frames/s  "
-                          f"{result['cpu_s_per_100k']:.2f} CPU-s/100k  stored {result['stored']:,} "
-                          f"of {result['acked_total']:,} acked", flush=True)  # fmt: skip
+                          f"{result['cpu_percent']:5.1f} % of a core  stored {result['stored']:,} "
+                          f"of {result['acked_total']:,} acked  (load average {result['loadavg'][0]:.2f})",
+                          flush=True)  # fmt: skip
     summary = summarize(runs)
     print_table(summary)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": machine(), "quick": args.quick, "conids": len(CONIDS),
-                                   "fields": FIELDS, "summary": summary, "runs": runs}, indent=2))  # fmt: skip
-    print(f"results written to {RESULTS}")
+    host["loadavg_at_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": host, "quick": args.quick, "conids": len(CONIDS), "fields": FIELDS,
+                                    "bridge_checkout": str(args.bridge_checkout or Path.cwd()),
+                                    "linger_ms": args.linger_ms,
+                                    "summary": summary, "runs": runs}, indent=2))  # fmt: skip
+    print(f"results written to {args.out}")
     return 0 if all(r["verified"] for r in runs) else 1
 
 
