@@ -54,6 +54,11 @@ class BackoffPolicy:
         return rng.uniform(low, high)
 
 
+# The bridge's retry policies, one place: the gateway socket's comes from the session settings.
+PUBLISH_RETRY = BackoffPolicy(floor_s=0.05, cap_s=5.0, multiplier=2.0, healthy_reset_s=0.0)  # a sink batch
+SINK_START_RETRY = BackoffPolicy(floor_s=0.2, cap_s=10.0)  # connecting a sink that was down at start
+
+
 class Backoff:
     """Failure counter plus the healthy-period reset rule, driven by the caller's clock."""
 
@@ -76,6 +81,10 @@ class Backoff:
         self._failures += 1
         self._healthy_since_ns = None
         return delay
+
+    def delay_for(self, failures: int) -> float:
+        """The delay after ``failures`` consecutive failures, for a caller that counts them itself."""
+        return self.policy.delay_s(failures, self.rng)
 
     def healthy(self, now_ns: int) -> None:
         """Note healthy data at ``now_ns``; reset once it has been healthy for long enough."""

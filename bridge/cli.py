@@ -235,7 +235,8 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--sink", metavar="URL", help="kafka://host:port[,host:port], redis://host:port[/db], stdout://, memory://"
     )
-    parser.add_argument("--market-data", metavar="CONID[,CONID...]", help="market data conids")
+    parser.add_argument("--market-data", metavar="TARGET[,TARGET...]",
+                        help="market data: CONID, CONID@EXCHANGE or a combo SPREAD;;;CONID/RATIO,CONID/RATIO")
     parser.add_argument("--orders", action="store_true", help="subscribe live orders (sor)")
     parser.add_argument("--executions", action="store_true", help="subscribe executions (str)")
     parser.add_argument("--pnl", action="store_true", help="subscribe profit and loss (spl)")

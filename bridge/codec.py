@@ -4,8 +4,9 @@
 delivery and a record re-published after a gap (``reconciled``) carries the
 same id as the live copy of the same state:
 
-- quotes: ``<conid>:<_updated>``, plus ``:<revision>`` for a second, different
-  frame in the same millisecond and ``:s`` for a snapshot;
+- quotes: ``<conid>:<_updated>`` (a combo: ``<full target>:<_updated>``), plus
+  ``:<revision>`` for a second, different frame in the same millisecond and ``:s``
+  for a snapshot;
 - executions: ``<execution_id>``, and ``<execution_id>:commission`` for the
   copy that adds the commission (an update, not a duplicate);
 - orders: account, orderId, status, filled quantity and a digest of the full state;
@@ -40,7 +41,7 @@ from bridge.events import (
     Order,
     Quote,
 )
-from bridge.routing import Route
+from bridge.routing import Route, quote_key
 from bridge.sinks.base import Record
 
 SPEC_VERSION = "1.0"
@@ -55,9 +56,10 @@ def _digest(event: Event) -> str:
     return hashlib.blake2b(orjson.dumps(state, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
-def _quote_id(event: Event) -> str:
+def _quote_id(event: Event, key: str | None = None) -> str:
+    """``key`` is the quote's routing key (``quote_key``: the conid, a combo's full target)."""
     assert isinstance(event, Quote)
-    text = f"{event.conid}:{event.updated_ms}"
+    text = f"{quote_key(event) if key is None else key}:{event.updated_ms}"
     if event.revision:
         text = f"{text}:{event.revision}"
     return f"{text}:s" if event.snapshot else text
@@ -191,10 +193,11 @@ def encode_quote(quote: Quote, route: Route, ctx: EnvelopeContext, received_ns: 
     record.data = _quote_json(quote)
     record._attributes = None
     record.envelope_head = ctx.constant_attributes(Quote)
+    subject = route.subject or route.key.decode()
     record.envelope_tail = (
-        _quote_id(quote),
+        _quote_id(quote, subject),
         ctx._ms_text if time_ms == ctx._ms else ctx.time_text(time_ms),
-        route.subject or route.key.decode(),
+        subject,
         sequence,
     )
     record.event_class = _MARKET_DATA

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -20,6 +21,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from bridge.errors import ConfigError
 from bridge.ingest.fields import DEFAULT_MARKET_DATA_FIELDS
+from bridge.ingest.wire import market_data_target, split_market_data_targets
+
+SMH_MAX_CONCURRENT = 5  # the gateway's limit on concurrent historical requests (reference §2.2)
 
 SINK_SCHEMES = ("kafka", "redis", "rediss", "stdout", "memory")
 
@@ -35,6 +39,18 @@ class GatewaySettings(_Section):
     session: SecretStr | None = None  # tickle session id override; env BRIDGE_GATEWAY__SESSION
     session_file: Path | None = None
     account: str | None = None  # default account for ssd/sld/sbd; else the gateway's selected account
+    # smh startTime carries no zone; the live frames read consistently only as UTC
+    # (bridge.ingest.normalize.history)
+    bars_time_zone: str = "UTC"
+
+    @field_validator("bars_time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone name, e.g. UTC or America/New_York") from None
+        return value
 
     @field_validator("url")
     @classmethod
@@ -74,22 +90,30 @@ class MarketDataSubscription(_Section):
     @classmethod
     def _strings(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        return [str(v) for v in value] if isinstance(value, list) else value
+            value = split_market_data_targets(value)  # a combo's legs stay together
+        return [str(v).strip() for v in value] if isinstance(value, list) else value
+
+    @field_validator("conids")
+    @classmethod
+    def _targets(cls, value: list[str]) -> list[str]:
+        return [market_data_target(target) for target in value]
 
 
 class BookSubscription(_Section):
-    conid: str
-    account: str | None = None
+    conid: str = Field(pattern=r"^\d+$")
+    account: str | None = None  # else gateway.account, else the gateway's selected account
     exchange: str | None = None
 
 
 class BarsSubscription(_Section):
-    conid: str
+    conid: str = Field(pattern=r"^\d+$")
     period: str = "1d"
     bar: str = "5min"
     source: str = "trades"
     outside_rth: bool = False
+    # true: the smh stays open for the updates (tickNum frames) the live gateway streams after the
+    # first answer; false: released with umh right after the first answer, as the docs describe
+    stream: bool = True
 
 
 class SubscriptionSettings(_Section):
@@ -102,6 +126,28 @@ class SubscriptionSettings(_Section):
     account_ledger: list[str] = Field(default_factory=list)
     book: list[BookSubscription] = Field(default_factory=list)
     bars: list[BarsSubscription] = Field(default_factory=list)
+
+    @field_validator("book")
+    @classmethod
+    def _one_ladder_per_account(cls, value: list[BookSubscription]) -> list[BookSubscription]:
+        accounts = [book.account or "(the default account)" for book in value]
+        twice = sorted({account for account in accounts if accounts.count(account) > 1})
+        if twice:
+            raise ValueError(
+                f"more than one ladder for {', '.join(twice)}: the gateway cancels ladders per account "
+                "(ubd+ACCOUNT), so the bridge holds one per account; keep one, or give each its own account"
+            )
+        return value
+
+    @field_validator("bars")
+    @classmethod
+    def _at_most_five_bars(cls, value: list[BarsSubscription]) -> list[BarsSubscription]:
+        if len(value) > SMH_MAX_CONCURRENT:
+            raise ValueError(
+                f"{len(value)} bars subscriptions: the gateway serves at most {SMH_MAX_CONCURRENT} "
+                f"historical-bars requests (smh) at once; remove {len(value) - SMH_MAX_CONCURRENT}"
+            )
+        return value
 
 
 class KafkaConfig(_Section):

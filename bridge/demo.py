@@ -155,7 +155,7 @@ def _view(
     lag = stats.lag_percentiles()
     head.add_row(
         f"[bold]ibkr-bridge demo[/]  {elapsed:5.1f}s" + (f" / {duration_s:.0f}s" if duration_s else ""),
-        f"session {bridge.protocol.state.value}, epoch {bridge.protocol.session_epoch}",
+        f"session {bridge.session.state.value}, epoch {bridge.session.session_epoch}",
         f"frames/s {frames_rate:,.0f}",
         f"lag p50/p99 {lag[0]:.1f}/{lag[1]:.1f} ms" if lag else "lag -",
     )
@@ -241,12 +241,12 @@ async def _drive(
                 now = time.monotonic()
                 frames = sum(sim.stats().get("frames_sent", {}).values())
                 rate, last_frames, last_t = (frames - last_frames) / (now - last_t), frames, now
-                if stats.fault_at_s is None and now - started >= half and bridge.protocol.usable:
-                    epoch_at_fault = bridge.protocol.session_epoch
+                if stats.fault_at_s is None and now - started >= half and bridge.session.usable:
+                    epoch_at_fault = bridge.session.session_epoch
                     await sim.apply_fault("drop")
                     stats.fault_at_s = now - started
-                if stats.fault_at_s is not None and bridge.protocol.usable:
-                    stats.recovered_reconnects = max(0, bridge.protocol.session_epoch - epoch_at_fault)
+                if stats.fault_at_s is not None and bridge.session.usable:
+                    stats.recovered_reconnects = max(0, bridge.session.session_epoch - epoch_at_fault)
                 if runner.done():
                     break
                 if view is not None:
@@ -274,7 +274,7 @@ def _summary(console: Console, bridge: Bridge, stats: DemoStats, elapsed_s: floa
         )
     console.print(
         f"  reconnects recovered: {stats.recovered_reconnects} "
-        f"(socket dropped at {stats.fault_at_s or 0:.1f}s; session epoch now {bridge.protocol.session_epoch})"
+        f"(socket dropped at {stats.fault_at_s or 0:.1f}s; session epoch now {bridge.session.session_epoch})"
     )
 
 

@@ -5,6 +5,7 @@ Every class says whether the operation that raised it may be retried
 
     BridgeError
     ├── ConfigError            bad configuration (never retryable)
+    ├── SubscriptionRefused    a subscription the gateway cannot hold (a sixth concurrent smh)
     ├── GatewayError
     │   ├── GatewayUnavailable socket/REST unreachable, refused, dropped (retryable)
     │   └── GatewayRejected    the gateway answered with a permanent error
@@ -30,6 +31,10 @@ class ConfigError(BridgeError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+class SubscriptionRefused(BridgeError, ValueError):
+    """A subscription refused before it reaches the gateway; the message says why and what to do."""
 
 
 class GatewayError(BridgeError):

@@ -120,7 +120,14 @@ class BarExtreme:
 
 @dataclass(frozen=True, slots=True)
 class Bars(Event):
-    """Historical bars delivered on ``smh``."""
+    """Historical bars delivered on ``smh``: the first answer (``bars``), or a partial update.
+
+    The live gateway's first answer carries no per-bar ``t``: bar ``i`` then starts at
+    ``startTime + i * barLength`` with ``startTime`` read in ``time_zone`` (``bar_times`` says
+    ``derived``; ``sent`` when every bar had its own ``t``). The ``tickNum`` frames that follow are
+    ``partial`` updates: ``tick_num`` and their ``data`` elements exactly as sent (``partial_data``),
+    with ``bars`` empty; what their values mean is not documented.
+    """
 
     TYPE: ClassVar[str] = "com.ibkr.marketdata.bars.v1"
     FAMILY: ClassVar[str] = "bars"
@@ -138,6 +145,13 @@ class Bars(Event):
     high: BarExtreme | None
     low: BarExtreme | None
     bars: tuple[Bar, ...]
+    points: int | None = None
+    start_time_ms: int | None = None  # ``start_time`` read in ``time_zone``
+    time_zone: str | None = None  # the zone assumed for ``start_time`` (the frames carry none)
+    bar_times: str | None = None  # "sent" (each bar's ``t``) or "derived" (startTime + i * barLength)
+    partial: bool = False
+    tick_num: int | None = None
+    partial_data: tuple[dict[str, Any], ...] = ()
 
 
 # --------------------------------------------------------------------------- orders and executions
@@ -467,6 +481,8 @@ class DeadLetter(Event):
     destination: str | None = None
     error: str | None = None
     attempts: int | None = None
+    raw_bytes: int | None = None  # the frame's full size; ``raw`` holds at most 64 KiB of it
+    raw_truncated: bool = False
 
 
 EVENT_TYPES: tuple[type[Event], ...] = (

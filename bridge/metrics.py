@@ -104,6 +104,10 @@ class BridgeMetrics:
             "stale_subscriptions", "Active subscriptions with no frame within stale_after_s", ["topic"]
         )
         self.resubscribes = c("resubscribes_total", "Subscription requests sent again", ["reason"])
+        self.subscriptions_refused = c(
+            "subscriptions_refused_total", "Subscriptions refused before reaching the gateway",
+            ["topic", "reason"],
+        )
         self.gaps = c("gaps_total", "Gaps opened in the event stream", ["reason"])
         self.gap_open = g("gap_open", "1 while a gap is open (no live data)")
         self.reconciled_events = c(
@@ -208,6 +212,10 @@ class BridgeMetrics:
 
     def set_stale_subscriptions(self, topic: str, count: int) -> None:
         self.stale_subscriptions.labels(topic=topic_family(topic)).set(count)
+
+    def subscription_refused(self, topic: str, reason: str) -> None:
+        """A subscription refused, e.g. a sixth concurrent bars request (``reason="limit"``)."""
+        self.subscriptions_refused.labels(topic=topic_family(topic), reason=reason).inc()
 
     def resubscribed(self, reason: str, n: int = 1) -> None:
         """``n`` subscriptions re-sent; ``reason`` e.g. ``reconnect``, ``stale``, ``auth_restored``."""

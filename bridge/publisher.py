@@ -15,8 +15,8 @@ at once, a cycle per arrival when frames trickle.
 Errors, read by their ``retryable`` flag:
 
 - retryable (:class:`SinkUnavailable`): the same records are sent again after a
-  delay from ``delays(attempt)`` (default :func:`full_jitter_delay`: full jitter
-  between a floor and an exponential cap), for as long as it takes;
+  delay from ``delays(attempt)`` (default: :data:`bridge.backoff.PUBLISH_RETRY`, full
+  jitter between a floor and an exponential cap), for as long as it takes;
 - not retryable (:class:`SinkRejected`): the records before ``index`` were
   acknowledged, the refused one goes to the dead-letter destination as a
   :class:`~bridge.events.DeadLetter` (error, attempts, original destination, raw
@@ -30,25 +30,23 @@ critical record in the spool.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
+import dataclasses
 import logging
 import random
 import time
 from collections.abc import Callable, Sequence
 
+from bridge.backoff import PUBLISH_RETRY, Backoff
 from bridge.codec import EnvelopeContext, encode
+from bridge.dead_letters import dead_letter
 from bridge.delivery.buffer import NULL_OBSERVER, DeliveryBuffer, DeliveryObserver
 from bridge.errors import SinkError, SinkUnavailable
-from bridge.events import DeadLetter
 from bridge.routing import DEFAULT_DESTINATIONS, Route
 from bridge.sinks.base import Record, Sink
 
 logger = logging.getLogger(__name__)
 
-BACKOFF_BASE_S = 0.05
-BACKOFF_FLOOR_S = 0.01
-BACKOFF_CAP_S = 5.0
 PACE_WAIT_S = 0.05
 DEFAULT_LINGER_MS = 5.0  # see the README: p99 latency +~5 ms against a publish cycle per frame
 PACE_BATCHES = 2  # the reader yields to the publisher once this many full batches wait
@@ -57,12 +55,6 @@ PACE_BATCHES = 2  # the reader yields to the publisher once this many full batch
 def _release(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def full_jitter_delay(attempt: int) -> float:
-    """Seconds to wait before retry ``attempt`` (1-based): uniform in [floor, min(cap, base * 2**n)]."""
-    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** min(attempt - 1, 30))
-    return max(BACKOFF_FLOOR_S, random.uniform(0.0, ceiling))
 
 
 def dead_letter_record(
@@ -75,21 +67,9 @@ def dead_letter_record(
     received_ns: int,
 ) -> Record:
     """The dead-letter record for ``record``, refused for good with ``error``."""
-    try:
-        raw, raw_encoding = record.data.decode(), "utf-8"
-    except UnicodeDecodeError:
-        raw, raw_encoding = base64.b64encode(record.data).decode(), "base64"
-    event = DeadLetter(
-        reason=type(error).__name__,
-        stage="publish",
-        raw=raw,
-        raw_encoding=raw_encoding,
-        received_ns=received_ns,
-        topic=record.event_type,
-        destination=record.destination,
-        error=str(error),
-        attempts=attempts,
-    )
+    reason, topic = type(error).__name__, record.event_type
+    letter = dead_letter(record.data, received_ns, reason, str(error), topic, "publish")
+    event = dataclasses.replace(letter, destination=record.destination, attempts=attempts)
     return encode(event, Route(destination, record.key), ctx, received_ns)
 
 
@@ -103,7 +83,7 @@ class Publisher:
         *,
         max_batch_events: int = 500,
         linger_ms: float = DEFAULT_LINGER_MS,
-        delays: Callable[[int], float] = full_jitter_delay,
+        delays: Callable[[int], float] | None = None,
         dead_letter_destination: str = DEFAULT_DESTINATIONS["dlq"],
         envelope: EnvelopeContext | None = None,
         observer: DeliveryObserver = NULL_OBSERVER,
@@ -116,7 +96,7 @@ class Publisher:
         self.buffer = buffer
         self.max_batch_events = max_batch_events
         self._linger_s = linger_ms / 1000
-        self._delays = delays
+        self._delays = delays or Backoff(PUBLISH_RETRY, random.Random()).delay_for
         self.dead_letter_destination = dead_letter_destination
         self._envelope = envelope if envelope is not None else EnvelopeContext()
         self._observer = observer

@@ -47,7 +47,8 @@ def replay(
 ) -> Iterator[list[bytes]]:
     """For each frame, the structured-mode envelopes of the events it produced."""
     normalizer = Normalizer()
-    pipeline = Pipeline(Router(publish_internal=True), EnvelopeContext(source=source))
+    router, envelope = Router(publish_internal=True), EnvelopeContext(source=source)
+    pipeline = Pipeline(router, envelope, normalizer.forget_quote)
     for frame in frames:
         received_ns = next(clock_ns)
         events = normalizer.normalize(frame, received_ns)

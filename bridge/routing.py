@@ -3,7 +3,7 @@
 Destinations are one per family and major version, never one per symbol.
 Names are templates: ``{family}`` expands to the event's family and ``{key}``
 to the record key (only for sinks that want per-key streams).
-Keys: market data, book and bars by conid; orders and executions by orderId;
+Keys: market data (a combo by its full target), book and bars by conid; orders and executions by orderId;
 PnL and account events by account alias (which defaults to the account id);
 gateway and bridge lifecycle on one key so consumers see them in order.
 """
@@ -29,6 +29,7 @@ from bridge.events import (
     Pnl,
     Quote,
 )
+from bridge.ingest.wire import COMBO_SEPARATOR
 
 DEFAULT_DESTINATIONS: dict[str, str] = {
     "marketdata": "ibkr.marketdata.v1",
@@ -58,10 +59,14 @@ def _conid(event: Event) -> str:
     return str(event.conid)  # type: ignore[attr-defined]
 
 
-def _quote_key(event: Event) -> str:
-    """Conid; combos (spread conid 0) are keyed by their conidEx so each keeps its own order."""
+def quote_key(event: Event) -> str:
+    """Conid; a combo is keyed by its full target (its ``conid_ex``, ``28812380;;;265598/1,8314/-1``),
+    so two combos on one spread conid stay apart; so is a quote without a conid but with a conidEx."""
     assert isinstance(event, Quote)
-    return str(event.conid) if event.conid or not event.conid_ex else event.conid_ex
+    conid_ex = event.conid_ex
+    if conid_ex is not None and (COMBO_SEPARATOR in conid_ex or not event.conid):
+        return conid_ex
+    return str(event.conid)
 
 
 def _gateway_key(event: Event) -> str:
@@ -102,7 +107,7 @@ class Router:
             family: t.replace("{family}", family) for family, t in self._templates.items() if "{key}" not in t
         }
         self._key_of: dict[type[Event], Callable[[Event], str]] = {
-            Quote: _quote_key,
+            Quote: quote_key,
             BookLadder: _conid,
             Bars: _conid,
             Order: lambda e: str(e.order_id),  # type: ignore[attr-defined]
@@ -116,7 +121,7 @@ class Router:
             DeadLetter: _dead_letter_key,
         }
         self._plans: dict[type[Event], _Plan] = {}
-        self._quote_routes: dict[int, Route] = {}
+        self._quote_routes: dict[str | int, Route] = {}  # by conid_ex (else conid)
 
     def destination_of(self, family: str) -> str:
         """The destination of a family whose name does not depend on the key (e.g. ``dlq``)."""
@@ -157,15 +162,18 @@ class Router:
         return route
 
     def quote_route(self, quote: Quote) -> Route | None:
-        """``route(quote)`` for the bulk of the traffic, cached by conid: no key text is built
-        per quote. Combos (conid 0, keyed by their conidEx) take the general path."""
-        route = self._quote_routes.get(quote.conid)
+        """``route(quote)`` for the bulk of the traffic, cached by conidEx (the normalizer keeps one
+        string per target, so its hash is computed once), else by conid: no key text is built per
+        quote, and each combo keeps its own route."""
+        conid_ex = quote.conid_ex
+        cache_key = conid_ex if conid_ex is not None else quote.conid
+        route = self._quote_routes.get(cache_key)
         if route is None:
             route = self.route(quote)
-            if route is not None and quote.conid:
+            if route is not None:
                 if len(self._quote_routes) >= _ROUTE_CACHE_MAX:
                     self._quote_routes.clear()
-                self._quote_routes[quote.conid] = route
+                self._quote_routes[cache_key] = route
         return route
 
     def _plan(self, cls: type[Event]) -> _Plan:

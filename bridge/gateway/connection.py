@@ -2,14 +2,15 @@
 
 :class:`GatewayConnection` runs the start-up sequence over REST (``/tickle``,
 auth status, ``ssodh/init`` when configured, the ``/iserver/accounts``
-pre-flight), connects with the session cookie, feeds every message (bytes) to
-the normalizer and the :class:`GatewayProtocol`, writes the protocol's frames,
-runs its timers through ``next_deadline()``/``tick()``, performs its actions
-(reconnect, REST tickle, auth polling, re-authentication, reconciliation) and
-reconnects with its backoff, forever, until ``stop()``.
+pre-flight), connects with the session cookie, feeds the messages it reads (bytes)
+to the sans-I/O :class:`~bridge.ingest.session.GatewaySession`, writes the
+session's frames, runs its timers through ``next_deadline()``/``tick()``, performs
+its actions (reconnect, REST tickle, auth polling, re-authentication, the REST
+calls of a reconciliation) and reconnects with its backoff, forever, until
+``stop()``. Every domain rule lives in the session.
 
-Everything it produces (normalized events, lifecycle events, reconciled orders
-and executions) goes to one ``on_events(events, received_ns)`` callback, in
+Everything the session produces (normalized events, lifecycle events, reconciled
+orders and executions) goes to one ``on_events(events, received_ns)`` callback, in
 order, from the event loop.
 
 The socket is picows (a Cython websocket client over aiofastnet's TLS transport): about
@@ -25,19 +26,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from bridge.errors import GatewayError, GatewayUnavailable
-from bridge.events import Event, Execution, Quote
+from bridge.events import Event
 from bridge.gateway.tls import build_ssl
-from bridge.ingest.session import GatewayProtocol
+from bridge.ingest.session import GatewaySession
 from bridge.ingest.session_types import (
     Action,
-    ExpectSnapshot,
     PollAuthStatus,
     Reauthenticate,
     Reconcile,
@@ -152,20 +152,6 @@ def _code(code: object) -> int:
     return value if isinstance(value, int) else 1006
 
 
-class FrameNormalizer(Protocol):
-    """What the connection needs from ``bridge.ingest.normalize.normalizer.Normalizer``."""
-
-    def normalize(self, data: bytes | str, received_ns: int) -> list[Event]: ...
-
-    def expect_snapshot(self, target: int | str) -> None: ...
-
-    def connection_reset(self) -> None: ...
-
-    def reconcile_order(self, row: Mapping[str, Any]) -> Event | None: ...
-
-    def reconcile_execution(self, row: Mapping[str, Any]) -> Event | None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class ConnectionSettings:
     ws_url: str = "wss://localhost:5000/v1/api/ws"
@@ -189,23 +175,20 @@ class GatewayConnection:
 
     def __init__(
         self,
-        protocol: GatewayProtocol,
+        session: GatewaySession,
         rest: GatewayRest,
-        normalizer: FrameNormalizer,
         on_events: EventCallback,
         settings: ConnectionSettings | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
-        self.protocol = protocol
+        self.session = session
         self.rest = rest
-        self.normalizer = normalizer
         self.on_events = on_events
         self.settings = settings or ConnectionSettings()
         self.clock_ns = clock_ns
         self.connect_attempts = 0
         self._ws: WSTransport | None = None
         self._close_reason: str | None = None
-        self._resynced_before_ms: int | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._tasks: dict[type[Action], asyncio.Task[None]] = {}
@@ -217,19 +200,21 @@ class GatewayConnection:
     @property
     def ready(self) -> bool:
         """Socket open and the session usable (for ``/readyz``)."""
-        return self._ws is not None and self.protocol.usable
+        return self._ws is not None and self.session.usable
 
-    async def subscribe(self, sub: Subscription) -> None:
-        self.protocol.subscribe(sub, self.clock_ns())
+    async def subscribe(self, sub: Subscription) -> Subscription | None:
+        """Add or replace a desired subscription; returns the one it replaced."""
+        replaced = self.session.subscribe(sub, self.clock_ns())
         await self._flush()
+        return replaced
 
     async def unsubscribe(self, key: str) -> bool:
-        found = self.protocol.unsubscribe(key, self.clock_ns())
+        found = self.session.unsubscribe(key, self.clock_ns())
         await self._flush()
         return found
 
     async def request_history(self, request: HistoryRequest) -> None:
-        self.protocol.request_history(request, self.clock_ns())
+        self.session.request_history(request, self.clock_ns())
         await self._flush()
 
     async def stop(self) -> None:
@@ -259,7 +244,7 @@ class GatewayConnection:
     # ------------------------------------------------------------------------------ connecting
 
     async def _wait_for_backoff(self) -> bool:
-        at_ns = self.protocol.reconnect_at_ns
+        at_ns = self.session.reconnect_at_ns
         if at_ns is not None:
             delay_s = max(0.0, (at_ns - self.clock_ns()) / _NS_PER_S)
             with contextlib.suppress(TimeoutError):
@@ -288,7 +273,7 @@ class GatewayConnection:
         except (GatewayError, OSError, TimeoutError, WSError) as exc:
             reason = f"connect failed: {type(exc).__name__}: {exc}"
             log.warning("gateway %s", reason)
-            self.protocol.connect_failed(reason, self.clock_ns())
+            self.session.connect_failed(reason, self.clock_ns())
             await self._flush()
             return None
         assert isinstance(inbox, _Inbox)
@@ -298,7 +283,7 @@ class GatewayConnection:
         """``/tickle`` -> session id; make sure the brokerage session is up; accounts pre-flight."""
         tickle = await self.rest.tickle()
         auth = await self.rest.auth_status()
-        if not auth.usable and self.protocol.settings.ssodh_init:
+        if not auth.usable and self.session.settings.ssodh_init:
             log.info("gateway brokerage session not authenticated; calling ssodh/init")
             await self.rest.ssodh_init()
         waited_s = 0.0
@@ -308,7 +293,9 @@ class GatewayConnection:
             await asyncio.sleep(self.settings.auth_check_s)
             waited_s += self.settings.auth_check_s
             auth = await self.rest.auth_status()
-        await self.rest.accounts()
+        _, selected = await self.rest.account_list()
+        if selected is not None:
+            self.session.account_listed(selected, self.clock_ns())
         return tickle.session_id
 
     def _headers(self, session_id: str | None) -> dict[str, str]:
@@ -320,8 +307,7 @@ class GatewayConnection:
     async def _serve(self, ws: WSTransport, inbox: _Inbox, session_id: str | None) -> None:
         self._ws = ws
         self._close_reason = None
-        self.normalizer.connection_reset()
-        self.protocol.connection_opened(self.clock_ns(), session_id)
+        self.session.connection_opened(self.clock_ns(), session_id)
         await self._flush()
         timers = asyncio.create_task(self._run_timers())
         try:
@@ -333,8 +319,8 @@ class GatewayConnection:
             ws.disconnect()  # no-op unless this task is being cancelled
             await asyncio.gather(timers, return_exceptions=True)
             reason = self._close_reason or await self._closed_how(ws)
-            self.protocol.connection_lost(reason, self.clock_ns())
-            self.protocol.frames_to_send()  # nothing may be written to a dead socket
+            self.session.connection_lost(reason, self.clock_ns())
+            self.session.frames_to_send()  # nothing may be written to a dead socket
             await self._flush()
             log.warning("gateway socket lost: %s", reason)
 
@@ -356,98 +342,49 @@ class GatewayConnection:
         return "closed 1006: "
 
     async def _receive(self, messages: list[bytes]) -> None:
-        """Handle messages taken from the socket together, without an await per frame.
-
-        They count as received at the same instant. A run of frames that each normalize to one
-        plain quote (a quote never makes the protocol act, send or publish) goes to the protocol
-        and to ``on_events`` as one batch; any other frame first closes the batch, then is handled
-        on its own, so the order of events holds. Every ``max_batch_frames`` the loop yields, so the
-        publisher and the timers keep pace.
-        """
-        normalize, limit = self.normalizer.normalize, self.settings.max_batch_frames
-        batch: list[Quote] = []
-        now_ns = self.clock_ns()
-        for count, data in enumerate(messages, 1):
-            events = normalize(data, now_ns)
-            first = events[0]
-            if type(first) is Quote and len(events) == 1:
-                batch.append(first)
-            else:
-                if batch:
-                    await self._quotes(batch, now_ns)
-                    batch = []
-                await self._frame_events(events, now_ns)
-                now_ns = self.clock_ns()
-            if count % limit == 0:
-                if batch:
-                    await self._quotes(batch, now_ns)
-                    batch = []
-                    await self._flush()
+        """Hand messages taken from the socket together to the session, ``max_batch_frames`` at a
+        time (they count as received at the same instant); publish, write and act on what came of
+        them, then yield, so the publisher and the timers keep pace."""
+        session, limit = self.session, self.settings.max_batch_frames
+        for start in range(0, len(messages), limit):
+            if start:
                 await asyncio.sleep(0)
-                now_ns = self.clock_ns()
-        if batch:
-            await self._quotes(batch, now_ns)
-            await self._flush()
-
-    async def _quotes(self, quotes: list[Quote], now_ns: int) -> None:
-        self.protocol.quotes_received(quotes, now_ns)
-        await self.on_events(quotes, now_ns)
-
-    async def _frame_events(self, events: list[Event], now_ns: int) -> None:
-        state = self.protocol.state
-        self.protocol.events_received(events, now_ns)
-        await self.on_events(self._mark_resynced(events), now_ns)
-        if self.protocol.state is not state:
-            self._wake.set()
-        await self._flush()
-
-    def _mark_resynced(self, events: list[Event]) -> list[Event]:
-        """Executions the socket replays (``str`` history) that happened before the session became
-        usable were missed while blind: they are published as reconciled, like the REST copies."""
-        cutoff_ms = self._resynced_before_ms
-        if cutoff_ms is None:
-            return events
-        return [
-            replace(e, reconciled=True)
-            if type(e) is Execution
-            and not e.reconciled
-            and e.trade_time_ms is not None
-            and e.trade_time_ms < cutoff_ms
-            else e
-            for e in events
-        ]
+            state, now_ns = session.state, self.clock_ns()
+            session.receive_frames(messages[start : start + limit], now_ns)
+            if session.state is not state:
+                self._wake.set()
+            await self._flush(now_ns)
 
     async def _run_timers(self) -> None:
         while True:
-            deadline = self.protocol.next_deadline()
+            deadline = self.session.next_deadline()
             delay_s = self.settings.max_timer_sleep_s
             if deadline is not None:
                 delay_s = min(delay_s, max(0.0, (deadline - self.clock_ns()) / _NS_PER_S))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay_s)
-            self.protocol.tick(self.clock_ns())
+            self.session.tick(self.clock_ns())
             await self._flush()
 
-    async def _flush(self) -> None:
-        """Perform the protocol's actions, write its frames, publish its lifecycle events."""
-        for action in self.protocol.actions_to_perform():
+    async def _flush(self, received_ns: int | None = None) -> None:
+        """Perform the session's actions, write its frames, publish its events."""
+        session = self.session
+        for action in session.actions_to_perform():
             self._perform(action)
-        frames = self.protocol.frames_to_send()
+        frames = session.frames_to_send()
         ws = self._ws
         if ws is not None and not ws.is_close_frame_sent:
             for frame in frames:  # written without waiting; a lost socket is reported by the serve loop
                 ws.send(_TEXT, frame.encode())
-        lifecycle = self.protocol.events_to_publish()
-        if lifecycle:
-            await self.on_events(lifecycle, self.clock_ns())
+        events = session.events_received()
+        if events:
+            await self.on_events(events, self.clock_ns() if received_ns is None else received_ns)
 
     # ------------------------------------------------------------------------------ actions
 
     def _perform(self, action: Action) -> None:
-        if isinstance(action, ExpectSnapshot):
-            self.normalizer.expect_snapshot(action.target)
-        elif isinstance(action, Reconnect):
+        if isinstance(action, Reconnect):
             self._close_reason = action.reason
             self._background(action, self._close(WSCloseCode.OK, "reconnect"))
         elif isinstance(action, TickleRest):
@@ -457,7 +394,6 @@ class GatewayConnection:
         elif isinstance(action, Reauthenticate):
             self._background(action, self._rest_call(self.rest.reauthenticate(), "reauthenticate"))
         elif isinstance(action, Reconcile):
-            self._resynced_before_ms = self.clock_ns() // 1_000_000
             self._background(action, self._reconcile(action))
 
     def _background(self, action: Action, work: Coroutine[Any, Any, None]) -> None:
@@ -502,23 +438,17 @@ class GatewayConnection:
         except GatewayError as exc:
             log.warning("gateway auth status poll failed: %s", exc)
             return
-        self.protocol.auth_status_polled(auth.authenticated is True, auth.competing is True, self.clock_ns())
+        self.session.auth_status_polled(auth.authenticated is True, auth.competing is True, self.clock_ns())
         await self._flush()
 
     async def _reconcile(self, action: Reconcile) -> None:
-        """Publish orders and executions that changed while blind, marked reconciled."""
+        """Fetch orders and trades for the session, which publishes what changed while blind."""
         try:
             orders = await self.rest.orders(force=True)
             trades = await self.rest.trades(self.settings.reconcile_trades_days)
         except GatewayError as exc:
             log.warning("gateway reconciliation failed: %s", exc)
-            self.protocol.reconcile_finished(action.gap_id, 0, 0, self.clock_ns(), error=str(exc))
-            await self._flush()
-            return
-        order_events = [e for e in map(self.normalizer.reconcile_order, orders) if e is not None]
-        execution_events = [e for e in map(self.normalizer.reconcile_execution, trades) if e is not None]
-        now_ns = self.clock_ns()
-        if order_events or execution_events:
-            await self.on_events([*order_events, *execution_events], now_ns)
-        self.protocol.reconcile_finished(action.gap_id, len(order_events), len(execution_events), now_ns)
+            self.session.reconcile_failed(action.gap_id, str(exc), self.clock_ns())
+        else:
+            self.session.reconciled(action.gap_id, orders, trades, self.clock_ns())
         await self._flush()

@@ -140,9 +140,17 @@ class GatewayRest:
 
     async def accounts(self) -> list[str]:
         """The ``/iserver/accounts`` pre-flight (required before market data and orders)."""
+        return (await self.account_list())[0]
+
+    async def account_list(self) -> tuple[list[str], str | None]:
+        """``/iserver/accounts``: the accounts and the selected one (the first when none is named)."""
         body = await self._call("GET", "/iserver/accounts")
-        accounts = body.get("accounts") if isinstance(body, Mapping) else None
-        return [a for a in accounts if isinstance(a, str)] if isinstance(accounts, list) else []
+        listed = body.get("accounts") if isinstance(body, Mapping) else None
+        accounts = [a for a in listed if isinstance(a, str)] if isinstance(listed, list) else []
+        selected = body.get("selectedAccount") if isinstance(body, Mapping) else None
+        if not isinstance(selected, str) or not selected:
+            selected = accounts[0] if accounts else None
+        return accounts, selected
 
     async def orders(self, force: bool = True) -> list[dict[str, Any]]:
         """The day's orders; ``force=true`` also clears the gateway's filter cache (reference §2.4)."""

@@ -1,28 +1,31 @@
-"""The gateway session as a sans-I/O state machine (pure).
+"""The gateway session as a sans-I/O state machine (pure): the one object the socket drives.
 
-The I/O layer feeds it what happened (``connection_opened``, ``events_received``
-with the normalizer's output, ``connection_lost``, ``tick`` at ``next_deadline()``,
-REST results) and drains three outputs: ``frames_to_send()`` (websocket text),
-``events_to_publish()`` (:class:`~bridge.events.Lifecycle`) and
-``actions_to_perform()`` (:data:`Action`: reconnect, REST calls, reconcile).
+:class:`GatewaySession` owns the normalizer and every piece of protocol state. The I/O layer
+feeds it what happened (``connection_opened``, ``receive_frames`` with the messages read,
+``connection_lost``, ``tick`` at ``next_deadline()``, REST results) and drains three outputs:
+``events_received()`` (the normalized events, reconciled rows and lifecycle events, in order),
+``frames_to_send()`` (websocket text) and ``actions_to_perform()`` (:data:`Action`: reconnect,
+REST calls, reconcile).
 
 Rules (reference §1.3-§1.6, §6): the socket is usable only after ``sts``
 authenticated:true (or ``system`` success plus a heartbeat when no ``sts``
 comes); subscriptions are sent only while usable, and every (re)connect or
-re-authentication replays exactly the desired set; ``tic`` keeps the session
-alive; silence on the socket means reconnect; silence on a subscription means
-resubscribe; ``smd`` is re-sent before the server-side expiry; ``smh`` holds at
-most five slots and every answer is released with ``umh``; every disconnect or
-auth loss while usable opens a gap that the next recovery closes, followed by a
-reconcile request.
+re-authentication replays exactly the desired set; every ``smd`` sent flags the
+next frame of its target as a snapshot; ``tic`` keeps the session alive; silence
+on the socket means reconnect; silence on a subscription means resubscribe;
+``smd`` is re-sent before the server-side expiry; ``smh`` holds at most five
+slots and every answer is released with ``umh``; every disconnect or auth loss
+while usable opens a gap that the next recovery closes, followed by a reconcile
+request; executions the socket replays from before that recovery are marked
+reconciled, like the REST copies.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from bridge.backoff import Backoff
 from bridge.events import (
@@ -32,21 +35,21 @@ from bridge.events import (
     ControlKind,
     Event,
     Heartbeat,
-    Lifecycle,
     LifecycleKind,
     Quote,
     Scalar,
     SystemLogin,
 )
 from bridge.ingest import wire
+from bridge.ingest.liveness import LiveSubscriptions
+from bridge.ingest.normalize.normalizer import Normalizer
+from bridge.ingest.reconcile import Reconciliation
 from bridge.ingest.session_types import (
     NS_PER_MS,
+    NS_PER_S,
     Action,
-    ExpectSnapshot,
     Gap,
     GapTracker,
-    PollAuthStatus,
-    Reauthenticate,
     Reconcile,
     Reconnect,
     SessionSettings,
@@ -54,35 +57,17 @@ from bridge.ingest.session_types import (
     TickleRest,
     lifecycle_event,
 )
-from bridge.ingest.subscriptions import (
-    DesiredSubscriptions,
-    HistoryRequest,
-    HistorySlots,
-    Subscription,
-)
+from bridge.ingest.subscriptions import HistoryRequest, Subscription
+from bridge.ingest.timers import SocketTimers
 
 log = logging.getLogger(__name__)
 
-_NS_PER_S = 1_000_000_000
-
 
 def _ns(seconds: float) -> int:
-    return int(seconds * _NS_PER_S)
+    return int(seconds * NS_PER_S)
 
 
-# ------------------------------------------------------------------------------------------- state
-
-
-@dataclass(slots=True)
-class _Live:
-    """One subscription sent on the current socket."""
-
-    sent_ns: int
-    quiet_since_ns: int  # last data, or the last (re)send when none came since
-    stale: bool = False
-
-
-class GatewayProtocol:
+class GatewaySession:
     """Session state for one gateway, across any number of sockets."""
 
     def __init__(
@@ -91,20 +76,23 @@ class GatewayProtocol:
         subscriptions: Iterable[Subscription] = (),
         rng: random.Random | None = None,
         backoff: Backoff | None = None,
+        normalizer: Normalizer | None = None,
+        books_without_account: Iterable[tuple[int, str | None]] = (),
     ) -> None:
         self.settings = settings or SessionSettings()
+        self.normalizer = normalizer or Normalizer()
         self.backoff = backoff or Backoff(self.settings.backoff_policy(), rng or random.Random())
         self.state = SessionState.DISCONNECTED
         self.session_epoch = 0
         self.reconnect_at_ns: int | None = None
-        self._desired = DesiredSubscriptions(subscriptions)
-        self._live: dict[str, _Live] = {}
-        self._maybe_live: set[str] = set()  # sent before an auth loss on this socket
-        self._pending_unsub: dict[str, str] = {}
-        self._history = HistorySlots(self.settings.smh_max_concurrent, _ns(self.settings.smh_timeout_s))
+        self.last_frame_ns: int | None = None  # when the last frame arrived, on any socket
+        self.default_account: str | None = None  # the gateway's selected account, once listed
+        self._books_without_account = list(books_without_account)  # (conid, exchange): see account_listed
+        self._subs = LiveSubscriptions(subscriptions, self.settings, self.normalizer.expect_snapshot)
         self._gaps = GapTracker()
+        self._reconciliation = Reconciliation(self.normalizer)
         self._outbox: list[str] = []
-        self._events: list[Lifecycle] = []
+        self._events: list[Event] = []
         self._actions: list[Action] = []
         self._reset_socket(0, None)
 
@@ -114,7 +102,9 @@ class GatewayProtocol:
         frames, self._outbox = self._outbox, []
         return frames
 
-    def events_to_publish(self) -> list[Lifecycle]:
+    def events_received(self) -> list[Event]:
+        """Everything to publish since the last call, in order: the events of the frames received,
+        reconciled orders and executions, and the session's own lifecycle events."""
         events, self._events = self._events, []
         return events
 
@@ -131,39 +121,30 @@ class GatewayProtocol:
         return self._gaps.current is not None
 
     def desired(self) -> tuple[Subscription, ...]:
-        return tuple(self._desired.values())
+        return tuple(self._subs.desired.values())
 
     def live_keys(self) -> frozenset[str]:
-        return frozenset(self._live)
+        return self._subs.live_keys()
 
     def history_in_flight(self) -> int:
-        return self._history.in_flight
+        return self._subs.history.in_flight
 
     # ------------------------------------------------------------------------------ socket
 
     def _reset_socket(self, now_ns: int, session_id: str | None) -> None:
         self._session_id = session_id
-        self._opened_ns = now_ns
-        self._last_frame_ns = now_ns
-        self._next_tic_ns = now_ns + _ns(self.settings.tic_interval_s)
-        self._next_tickle_ns = now_ns + _ns(self.settings.tickle_interval_s)
-        self._next_auth_poll_ns: int | None = None
-        self._next_reauth_ns: int | None = None
+        self._timers = SocketTimers(self.settings, now_ns)
         self._sts_auth: bool | None = None
         self._competing = False
         self._login_seen = False
         self._session_resent = False
         self._closing = False
-        self._live.clear()
-        self._maybe_live.clear()
-        self._pending_unsub.clear()
-
-    def connect_due(self, now_ns: int) -> bool:
-        """Whether the backoff allows a connection attempt now."""
-        return self.reconnect_at_ns is None or now_ns >= self.reconnect_at_ns
+        self._subs.socket_reset()
 
     def connection_opened(self, now_ns: int, session_id: str | None = None) -> None:
-        """The websocket upgrade succeeded; ``session_id`` is the ``/tickle`` session."""
+        """The websocket upgrade succeeded; ``session_id`` is the ``/tickle`` session. Market data
+        starts again from fresh snapshots; orders and fills are kept."""
+        self.normalizer.connection_reset()
         self._reset_socket(now_ns, session_id)
         self._outbox.clear()
         self.state = SessionState.CONNECTED
@@ -173,7 +154,8 @@ class GatewayProtocol:
         self._emit(LifecycleKind.CONNECTED, now_ns)
 
     def connection_lost(self, reason: str, now_ns: int) -> None:
-        """The socket closed, was aborted, or was closed on our ``Reconnect`` request."""
+        """The socket closed, was aborted, or was closed on our ``Reconnect`` request; nothing
+        queued for it is sent."""
         if self.state is SessionState.DISCONNECTED:
             self.connect_failed(reason, now_ns)
             return
@@ -182,7 +164,7 @@ class GatewayProtocol:
         self._emit(LifecycleKind.DISCONNECTED, now_ns, reason)
         if was_usable:
             self._open_gap(reason, now_ns)
-        self._history.requeue()
+        self._subs.socket_lost()
         self._reset_socket(now_ns, None)
         self._outbox.clear()
         self._schedule_reconnect(now_ns)
@@ -200,32 +182,49 @@ class GatewayProtocol:
 
     # ------------------------------------------------------------------------------ frames in
 
-    def events_received(self, events: Iterable[Event], now_ns: int) -> None:
-        """Feed what the normalizer produced for frames received at ``now_ns``."""
+    def receive_frames(self, frames: Sequence[bytes | str], now_ns: int) -> None:
+        """Normalize messages received together at ``now_ns`` and apply the session's rules.
+
+        A run of frames that each normalize to one quote (the bulk of the traffic; a quote never
+        makes the session act, send or report) only proves its subscriptions alive, once per
+        run; any other frame ends the run and is applied on its own, so the order holds.
+        """
+        if not frames:
+            return
+        normalize, out = self.normalizer.normalize, self._events
+        run_start = len(out)
+        for data in frames:
+            events = normalize(data, now_ns)
+            if len(events) == 1 and type(events[0]) is Quote:
+                out.append(events[0])
+                continue
+            if len(out) > run_start:
+                self._quotes_seen(out, run_start, now_ns)
+            out.extend(self._reconciliation.mark_resynced(events))
+            self.apply_events(events, now_ns)
+            run_start = len(out)
+        if len(out) > run_start:
+            self._quotes_seen(out, run_start, now_ns)
+        self.last_frame_ns = now_ns
+
+    def _quotes_seen(self, out: list[Event], start: int, now_ns: int) -> None:
         if self.state is SessionState.DISCONNECTED:
             return
-        self._last_frame_ns = now_ns
+        self._timers.frame_received(now_ns)
+        if self.usable:
+            self._subs.saw_quotes(out[start:], now_ns)  # type: ignore[arg-type]
+            self.backoff.healthy(now_ns)
+
+    def apply_events(self, events: Iterable[Event], now_ns: int) -> None:
+        """Apply the session's rules to normalized events received at ``now_ns`` (what
+        ``receive_frames`` does after normalizing; the events are not published again)."""
+        if self.state is SessionState.DISCONNECTED:
+            return
+        self._timers.frame_received(now_ns)
         for event in events:
             self._on_event(event, now_ns)
         if self.usable:
             self.backoff.healthy(now_ns)
-
-    def quotes_received(self, quotes: Iterable[Quote], now_ns: int) -> None:
-        """``events_received`` for frames that each produced one quote (the reader's hot path):
-        the same effect, each conid's subscription looked up once per batch."""
-        if self.state is SessionState.DISCONNECTED:
-            return
-        self._last_frame_ns = now_ns
-        if not self.usable:
-            return
-        by_key, live_of = self._desired.key_for_watch, self._live.get
-        for conid in {quote.conid for quote in quotes}:
-            key = by_key(f"md:{conid}")
-            live = live_of(key) if key else None
-            if live is not None:
-                live.quiet_since_ns = now_ns
-                live.stale = False
-        self.backoff.healthy(now_ns)
 
     def _on_event(self, event: Event, now_ns: int) -> None:
         if isinstance(event, AuthStatus):
@@ -236,17 +235,13 @@ class GatewayProtocol:
             if self.state is SessionState.CONNECTED and self._login_seen and self._sts_auth is None:
                 self._become_usable(now_ns, "system login and heartbeat")
         elif isinstance(event, Bars):
-            self._on_bars(event)
+            self._outbox.extend(self._on_bars(event, now_ns))
         elif isinstance(event, Control) and event.kind is ControlKind.WAITING_FOR_SESSION:
             if self._session_id and not self._session_resent and not self.usable:
                 self._session_resent = True
                 self._outbox.append(wire.session(self._session_id))
         elif self.usable:
-            key = self._desired.key_for(event)
-            live = self._live.get(key) if key else None
-            if live is not None:
-                live.quiet_since_ns = now_ns
-                live.stale = False
+            self._subs.saw_event(event, now_ns)
 
     def _on_auth_status(self, status: AuthStatus, now_ns: int) -> None:
         if status.authenticated is not None:
@@ -273,21 +268,16 @@ class GatewayProtocol:
     def _become_usable(self, now_ns: int, reason: str) -> None:
         self.state = SessionState.AUTHENTICATED
         self.session_epoch += 1
-        self._next_auth_poll_ns = self._next_reauth_ns = None
+        self._timers.auth_ok()
         self._emit(LifecycleKind.AUTHENTICATED, now_ns, reason)
-        self._outbox.extend(self._pending_unsub.values())
-        self._pending_unsub.clear()
-        self._maybe_live.clear()
-        for sub in self._desired.values():
-            self._send_subscribe(sub, now_ns)
-        self._emit(LifecycleKind.RESUBSCRIBED, now_ns, detail={"subscriptions": len(self._desired)})
-        self._pump_history(now_ns)
+        self._outbox.extend(self._subs.replay_all(now_ns))
+        self._emit(LifecycleKind.RESUBSCRIBED, now_ns, detail={"subscriptions": len(self._subs.desired)})
         gap = self._gaps.close()
         if gap is not None:
             self._emit(LifecycleKind.GAP_END, now_ns, gap.reason, gap=gap)
-            self._actions.append(Reconcile(gap.gap_id, gap.started_ns // NS_PER_MS))
+            self._reconcile(Reconcile(gap.gap_id, gap.started_ns // NS_PER_MS), now_ns)
         elif self.session_epoch == 1 and self.settings.reconcile_on_start:
-            self._actions.append(Reconcile(None, None))
+            self._reconcile(Reconcile(None, None), now_ns)
 
     def _become_unusable(self, now_ns: int, reason: str) -> None:
         if self.state is SessionState.UNAUTHENTICATED:
@@ -296,23 +286,15 @@ class GatewayProtocol:
         self.state = SessionState.UNAUTHENTICATED
         self._emit(LifecycleKind.UNAUTHENTICATED, now_ns, reason)
         self._outbox = [f for f in self._outbox if not _is_subscribe(f)]
-        self._maybe_live = set(self._live)
-        self._live.clear()
-        self._history.requeue()
+        self._subs.auth_lost()
         self.backoff.unhealthy()
         if was_usable:
             self._open_gap(reason, now_ns)
-        self._next_auth_poll_ns = now_ns
-        self._next_reauth_ns = now_ns if self.settings.reauthenticate else None
+        self._timers.auth_lost(now_ns)
         self._poll_auth(now_ns)
 
     def _poll_auth(self, now_ns: int) -> None:
-        if self._next_auth_poll_ns is not None and now_ns >= self._next_auth_poll_ns:
-            self._actions.append(PollAuthStatus())
-            self._next_auth_poll_ns = now_ns + _ns(self.settings.auth_poll_s)
-        if self._next_reauth_ns is not None and now_ns >= self._next_reauth_ns:
-            self._actions.append(Reauthenticate())
-            self._next_reauth_ns = now_ns + _ns(self.settings.reauthenticate_interval_s)
+        self._actions += self._timers.polls_due(now_ns)
 
     def _open_gap(self, reason: str, now_ns: int) -> None:
         gap = self._gaps.open(reason, now_ns)
@@ -327,53 +309,35 @@ class GatewayProtocol:
 
     # ------------------------------------------------------------------------------ subscriptions
 
-    def subscribe(self, sub: Subscription, now_ns: int) -> None:
-        """Add (or replace) a desired subscription; sent now only if the socket is usable."""
-        old = self._desired.put(sub)
-        if not self.usable:
-            return
-        if old is not None and sub.key in self._live:
-            if old.subscribe == sub.subscribe:
-                return
-            if sub.channel != "md":
-                self._outbox.append(old.unsubscribe)
-        self._send_subscribe(sub, now_ns)
+    def subscribe(self, sub: Subscription, now_ns: int) -> Subscription | None:
+        """Add (or replace) a desired subscription; sent now only if the socket is usable. Returns
+        the subscription it replaced (a second book ladder for one account replaces the first).
+
+        Raises SubscriptionRefused for a bars subscription beyond ``smh_max_concurrent``."""
+        frames, replaced = self._subs.put(sub, now_ns, self.usable)
+        self._outbox.extend(frames)
+        return replaced
+
+    def account_listed(self, account: str, now_ns: int) -> None:
+        """The gateway's selected account (``/iserver/accounts``), the default for book ladders:
+        those waiting for an account (``books_without_account``) are subscribed now."""
+        self.default_account = account
+        waiting, self._books_without_account = self._books_without_account, []
+        for conid, exchange in waiting:
+            self.subscribe(Subscription.book(account, conid, exchange), now_ns)
 
     def unsubscribe(self, key: str, now_ns: int) -> bool:
         """Drop a desired subscription; returns whether it was desired."""
-        sub = self._desired.pop(key)
-        if sub is None:
-            return False
-        if self._live.pop(key, None) is not None:
-            self._outbox.append(sub.unsubscribe)
-        elif key in self._maybe_live:
-            self._pending_unsub[key] = sub.unsubscribe
-        return True
+        found, frames = self._subs.drop(key)
+        self._outbox.extend(frames)
+        return found
 
     def request_history(self, request: HistoryRequest, now_ns: int) -> None:
         """Queue a one-shot ``smh``; at most ``smh_max_concurrent`` are in flight."""
-        self._history.add(request)
-        if self.usable:
-            self._pump_history(now_ns)
+        self._outbox.extend(self._subs.request_history(request, now_ns, self.usable))
 
-    def _send_subscribe(
-        self, sub: Subscription, now_ns: int, quiet_since_ns: int | None = None, stale: bool = False
-    ) -> None:
-        if sub.channel == "md":
-            self._actions.append(ExpectSnapshot(sub.key.partition(":")[2]))
-        self._outbox.append(sub.subscribe)
-        quiet = now_ns if quiet_since_ns is None else quiet_since_ns
-        self._live[sub.key] = _Live(sent_ns=now_ns, quiet_since_ns=quiet, stale=stale)
-
-    def _pump_history(self, now_ns: int) -> None:
-        self._outbox.extend(self._history.send(now_ns))
-
-    def _on_bars(self, bars: Bars) -> None:
-        self._history.answered(bars.conid)
-        if bars.server_id:
-            self._outbox.append(wire.umh(bars.server_id))
-        if self.usable:
-            self._pump_history(self._last_frame_ns)
+    def _on_bars(self, bars: Bars, now_ns: int) -> list[str]:
+        return self._subs.history_answered(bars, now_ns, self.usable)
 
     # ------------------------------------------------------------------------------ timers
 
@@ -381,95 +345,64 @@ class GatewayProtocol:
         """When ``tick`` must next run (ns, same clock as ``now_ns``); None: nothing pending."""
         if self.state is SessionState.DISCONNECTED:
             return self.reconnect_at_ns
-        deadlines = [self._next_tic_ns, self._next_tickle_ns]
-        if not self._closing:
-            deadlines.append(self._last_frame_ns + _ns(self.settings.stale_after_s))
-            if self.state is SessionState.CONNECTED:
-                deadlines.append(self._opened_ns + _ns(self.settings.auth_timeout_s))
-        for optional in (self._next_auth_poll_ns, self._next_reauth_ns):
-            if optional is not None:
-                deadlines.append(optional)
-        deadlines.extend(self._history.deadlines())
-        deadlines.extend(self._subscription_deadlines())
+        deadlines = self._timers.deadlines(self.state is SessionState.CONNECTED, self._closing)
+        deadlines.extend(self._subs.deadlines())
         return min(deadlines)
-
-    def _subscription_deadlines(self) -> Iterable[int]:
-        refresh = _ns(self.settings.smd_refresh_s)
-        for key, live in self._live.items():
-            sub = self._desired[key]
-            if sub.channel == "md":
-                yield live.sent_ns + refresh
-            cadence = self.settings.expected_cadence_s.get(sub.channel)
-            if cadence is not None:
-                yield live.quiet_since_ns + _ns(cadence)
 
     def tick(self, now_ns: int) -> None:
         """Run every timer that is due at ``now_ns``."""
         if self.state is SessionState.DISCONNECTED:
             return
-        if now_ns >= self._next_tic_ns:
+        tic, tickle = self._timers.keepalives_due(now_ns)
+        if tic:
             self._outbox.append(wire.tic())
-            self._next_tic_ns = now_ns + _ns(self.settings.tic_interval_s)
-        if now_ns >= self._next_tickle_ns:
+        if tickle:
             self._actions.append(TickleRest())
-            self._next_tickle_ns = now_ns + _ns(self.settings.tickle_interval_s)
-        self._check_socket(now_ns)
+        reason = self._timers.silence(now_ns, self.state is SessionState.CONNECTED)
+        if reason is not None:
+            self._request_reconnect(reason)
         self._poll_auth(now_ns)
         self._expire_history(now_ns)
         if self.usable:
             self._check_subscriptions(now_ns)
 
-    def _check_socket(self, now_ns: int) -> None:
-        silent_ns = now_ns - self._last_frame_ns
-        if silent_ns >= _ns(self.settings.stale_after_s):
-            self._request_reconnect(f"stale: no frame for {silent_ns / _NS_PER_S:.1f} s")
-        elif self.state is SessionState.CONNECTED and (
-            now_ns - self._opened_ns >= _ns(self.settings.auth_timeout_s)
-        ):
-            self._request_reconnect(f"not authenticated within {self.settings.auth_timeout_s} s")
-
     def _check_subscriptions(self, now_ns: int) -> None:
-        refresh = _ns(self.settings.smd_refresh_s)
-        for key, live in list(self._live.items()):
-            sub = self._desired[key]
-            cadence = self.settings.expected_cadence_s.get(sub.channel)
-            if cadence is not None and now_ns - live.quiet_since_ns >= _ns(cadence):
-                self._resubscribe_stale(sub, live, now_ns)
-            elif sub.channel == "md" and now_ns - live.sent_ns >= refresh:
-                # Refresh before the server-side expiry; silence is still measured from the data.
-                self._send_subscribe(sub, now_ns, live.quiet_since_ns, live.stale)
-
-    def _resubscribe_stale(self, sub: Subscription, live: _Live, now_ns: int) -> None:
         """Silent beyond its cadence: resubscribe; report once per silent stretch."""
-        if not live.stale:
-            silent_s = (now_ns - live.quiet_since_ns) / _NS_PER_S
-            reason = f"silent for {silent_s:.1f} s"
-            self._emit(LifecycleKind.STALE, now_ns, reason, detail={"subscription": sub.key})
-        if sub.channel != "md":
-            self._outbox.append(sub.unsubscribe)
-        self._send_subscribe(sub, now_ns, now_ns, stale=True)
+        frames, silent = self._subs.check(now_ns)
+        for quiet in silent:
+            if quiet.first:
+                reason = f"silent for {quiet.silent_s:.1f} s"
+                self._emit(LifecycleKind.STALE, now_ns, reason, detail={"subscription": quiet.key})
+        self._outbox.extend(frames)
 
     def _expire_history(self, now_ns: int) -> None:
-        expired = self._history.expire(now_ns)
-        if not expired:
-            return
+        expired, frames = self._subs.expire_history(now_ns, self.usable)
         for request in expired:
             log.warning("historical request for conid %s got no answer; slot released", request.conid)
-        if self.usable:
-            self._pump_history(now_ns)
+        self._outbox.extend(frames)
 
-    # ------------------------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------------------------ reconciliation
 
-    def reconcile_finished(
-        self, gap_id: str | None, orders: int, executions: int, now_ns: int, error: str | None = None
+    def _reconcile(self, action: Reconcile, now_ns: int) -> None:
+        self._reconciliation.requested(now_ns)
+        self._actions.append(action)
+
+    def reconciled(
+        self,
+        gap_id: str | None,
+        orders: Iterable[Mapping[str, Any]],
+        trades: Iterable[Mapping[str, Any]],
+        now_ns: int,
     ) -> None:
-        """Report the outcome of a ``Reconcile`` action as a lifecycle event."""
-        detail: dict[str, Scalar] = {"orders": orders, "executions": executions}
-        if gap_id is not None:
-            detail["gap_id"] = gap_id
-        if error is not None:
-            detail["error"] = error
-        self._emit(LifecycleKind.RECONCILED, now_ns, error, detail=detail)
+        """The REST rows a ``Reconcile`` fetched: what changed while blind is published, marked
+        reconciled, then a ``reconciled`` lifecycle event with the counts."""
+        events, detail = self._reconciliation.rows(gap_id, orders, trades)
+        self._events += events
+        self._emit(LifecycleKind.RECONCILED, now_ns, None, detail=detail)
+
+    def reconcile_failed(self, gap_id: str | None, error: str, now_ns: int) -> None:
+        """A ``Reconcile`` could not fetch its rows."""
+        self._emit(LifecycleKind.RECONCILED, now_ns, error, detail=Reconciliation.failed(gap_id, error))
 
     def _emit(
         self,

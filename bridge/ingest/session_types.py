@@ -1,7 +1,7 @@
 """The gateway session's vocabulary (pure): its settings and states, the gaps it
 opens and closes, the lifecycle events it reports, and the actions the sans-I/O
-:class:`~bridge.ingest.session.GatewayProtocol` asks its I/O layer to perform
-(reconnect, REST calls, reconcile, expect a snapshot).
+:class:`~bridge.ingest.session.GatewaySession` asks its I/O layer to perform
+(reconnect, REST calls, reconcile).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from bridge.backoff import BackoffPolicy
 from bridge.events import Lifecycle, LifecycleKind, Scalar
 
 NS_PER_MS = 1_000_000
+NS_PER_S = 1_000_000_000
 
 
 def _default_cadences() -> dict[str, float]:
@@ -95,15 +96,7 @@ class Reconcile:
     gap_started_ms: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class ExpectSnapshot:
-    """An ``smd`` for this target (conid or ``conid@EXCH``) is being (re)sent: its next frame
-    is a snapshot (``Normalizer.expect_snapshot``)."""
-
-    target: str
-
-
-Action: TypeAlias = Reconnect | TickleRest | PollAuthStatus | Reauthenticate | Reconcile | ExpectSnapshot
+Action: TypeAlias = Reconnect | TickleRest | PollAuthStatus | Reauthenticate | Reconcile
 
 
 # ------------------------------------------------------------------------------------------- gaps

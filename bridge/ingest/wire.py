@@ -18,6 +18,58 @@ from typing import Any
 
 import orjson
 
+# ------------------------------------------------------------------------------------------ targets
+
+COMBO_SEPARATOR = ";;;"
+
+
+def is_combo(target: str) -> bool:
+    """``28812380;;;265598/1,8314/-1``: a spread conid, then legs ``<conid>/<signed ratio>``."""
+    return COMBO_SEPARATOR in target
+
+
+def market_data_target(text: str) -> str:
+    """Check an ``smd`` target: ``CONID``, ``CONID@EXCHANGE`` or a combo (reference §2.1).
+
+    Returns it unchanged (the gateway echoes it verbatim, and it is the combo's key); raises
+    ValueError saying what is allowed.
+    """
+    if is_combo(text):
+        spread, _, legs = text.partition(COMBO_SEPARATOR)
+        if spread.isdigit() and legs and all(_is_leg(leg) for leg in legs.split(",")):
+            return text
+        raise ValueError(
+            f"combo {text!r}: expected SPREAD_CONID;;;CONID/RATIO,CONID/RATIO... "
+            "(e.g. 28812380;;;265598/1,8314/-1; the ratio's sign is the side)"
+        )
+    conid, at, exchange = text.partition("@")
+    if conid.isdigit() and (not at or exchange.replace(".", "").isalnum()):
+        return text
+    raise ValueError(
+        f"market data target {text!r}: expected CONID, CONID@EXCHANGE or a combo "
+        "SPREAD_CONID;;;CONID/RATIO,... (e.g. 265598, 265598@NASDAQ, 28812380;;;265598/1,8314/-1)"
+    )
+
+
+def _is_leg(leg: str) -> bool:
+    conid, slash, ratio = leg.partition("/")
+    return conid.isdigit() and bool(slash) and ratio.lstrip("+-").isdigit() and int(ratio) != 0
+
+
+def split_market_data_targets(text: str) -> list[str]:
+    """``265598,28812380;;;265598/1,8314/-1`` -> ['265598', '28812380;;;265598/1,8314/-1']: a comma
+    separates targets, except before a combo's next leg (a piece with a ``/``)."""
+    targets: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if not piece:
+            continue
+        if "/" in piece and targets and is_combo(targets[-1]) and not is_combo(piece):
+            targets[-1] += "," + piece
+        else:
+            targets.append(piece)
+    return targets
+
+
 # ------------------------------------------------------------------------------------------ builders
 
 
@@ -172,19 +224,51 @@ def parse_client_message(text: str) -> ClientMessage:
 # --------------------------------------------------------------------------------- server frames
 
 
-def _cp1252_fallback(exc: UnicodeError) -> tuple[str, int]:
-    """Decode bytes that are not valid UTF-8 as cp1252 (IBKR's stray 0x99 is '™')."""
-    assert isinstance(exc, UnicodeDecodeError)
-    bad = exc.object[exc.start : exc.end]
-    return bad.decode("cp1252", errors="replace"), exc.end
+MAX_REPAIRED_UTF8_ERRORS = 1024  # invalid UTF-8 sequences repaired in one frame; past it, a dead letter
 
 
+class _TooManyInvalid(Exception):
+    pass
+
+
+class _Cp1252Fallback:
+    """Decode bytes that are not valid UTF-8 as cp1252 (IBKR's stray 0x99 is '™').
+
+    The codec calls this once per invalid sequence, from Python: about a microsecond each. The
+    decoder stays linear and fast because the calls are bounded: past
+    ``MAX_REPAIRED_UTF8_ERRORS`` in one frame it gives up (a frame of 0xFF bytes is not text that
+    a stray byte spoiled) and the frame is dead-lettered without being decoded further."""
+
+    def __init__(self) -> None:
+        self.errors = 0
+
+    def __call__(self, exc: UnicodeError) -> tuple[str, int]:
+        assert isinstance(exc, UnicodeDecodeError)
+        self.errors += 1
+        if self.errors > MAX_REPAIRED_UTF8_ERRORS:
+            raise _TooManyInvalid
+        bad = exc.object[exc.start : exc.end]
+        return bad.decode("cp1252", errors="replace"), exc.end
+
+
+_cp1252_fallback = _Cp1252Fallback()
 codecs.register_error("ibkr-cp1252", _cp1252_fallback)
+
+
+def repair_utf8(raw: bytes) -> str | None:
+    """``raw`` decoded as UTF-8 with each invalid sequence read as cp1252; None past
+    ``MAX_REPAIRED_UTF8_ERRORS`` invalid sequences."""
+    _cp1252_fallback.errors = 0
+    try:
+        return raw.decode("utf-8", errors="ibkr-cp1252")
+    except _TooManyInvalid:
+        return None
 
 
 class DecodeOutcome(enum.StrEnum):
     OK = "ok"
     REPAIRED_UTF8 = "repaired_utf8"  # invalid UTF-8 bytes decoded as cp1252; frame still used
+    INVALID_UTF8 = "invalid_utf8"  # more invalid UTF-8 than a stray byte or two: not decoded
     INVALID_JSON = "invalid_json"
     NOT_AN_OBJECT = "not_an_object"
 
@@ -210,8 +294,12 @@ def decode_frame(data: bytes | str) -> Decoded:
             return Decoded(DecodeOutcome.INVALID_JSON, None, str(exc))
         except UnicodeDecodeError:
             pass
+        text = repair_utf8(raw)
+        if text is None:
+            error = f"more than {MAX_REPAIRED_UTF8_ERRORS} invalid UTF-8 sequences in {len(raw)} bytes"
+            return Decoded(DecodeOutcome.INVALID_UTF8, None, error)
         try:
-            obj = orjson.loads(raw.decode("utf-8", errors="ibkr-cp1252"))
+            obj = orjson.loads(text.encode("utf-8"))  # orjson reads bytes faster than a wide str
         except orjson.JSONDecodeError as exc2:
             return Decoded(DecodeOutcome.INVALID_JSON, None, str(exc2))
         outcome = DecodeOutcome.REPAIRED_UTF8

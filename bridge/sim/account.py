@@ -7,6 +7,8 @@ import random
 import time
 from typing import Any
 
+import orjson
+
 from bridge.sim.market import QuoteState, instrument
 
 SUMMARY_MONEY = (
@@ -86,30 +88,72 @@ def _select(rows: list[dict[str, Any]], keys: list[str], fields: list[str]) -> l
     return out
 
 
-def history_frame(conid: int, server_id: str, rng: random.Random, bars: int = 20) -> dict[str, Any]:
-    """One ``smh`` answer: the REST history shape with ``serverId`` and ``topic``."""
+BAR_SECONDS = {"min": 60, "h": 3600, "d": 86400, "w": 604800, "m": 2678400}
+
+
+def bar_seconds(bar: Any) -> int:
+    """``5min`` -> 300, ``1h`` -> 3600, ...; 300 for anything else."""
+    text = str(bar or "")
+    digits = "".join(ch for ch in text if ch.isdigit())
+    unit = text[len(digits):]
+    return int(digits) * BAR_SECONDS[unit] if digits and unit in BAR_SECONDS else 300
+
+
+def history_frame(
+    conid: int, server_id: str, rng: random.Random, args: dict[str, Any] | None = None, live: bool = True,
+    bars: int = 20,
+) -> dict[str, Any]:
+    """One ``smh`` answer: the REST history shape with ``serverId`` and ``topic``.
+
+    ``live``: as the live gateway sends it (reference §2.2 [OBS]): bars without ``t`` (bar i starts
+    at ``startTime`` + i * ``barLength``, ``startTime`` in UTC) and the request echoed in
+    ``payload``; else the documented shape, each bar with its ``t``."""
     inst = instrument(conid)
     quote = QuoteState(inst, rng)
-    start_ms = (int(time.time()) // 300 * 300 - bars * 300) * 1000
-    data = []
+    length_s = bar_seconds((args or {}).get("bar"))
+    start_ms = (int(time.time()) // length_s * length_s - bars * length_s) * 1000
+    data: list[dict[str, Any]] = []
     for index in range(bars):
         open_ = quote.last
         for _ in range(5):
             quote.step()
         close = quote.last
-        data.append({"o": open_, "c": close, "h": max(open_, close) + 0.05, "l": min(open_, close) - 0.05,
-                     "v": float(rng.randint(1000, 90000)), "t": start_ms + index * 300_000})
-    high = max(d["h"] for d in data)
-    low = min(d["l"] for d in data)
-    return {
+        bar: dict[str, Any] = {"o": open_, "c": close, "h": round(max(open_, close) + 0.05, 2),
+                               "l": round(min(open_, close) - 0.05, 2), "v": float(rng.randint(1000, 90000))}
+        if not live:
+            bar["t"] = start_ms + index * length_s * 1000
+        data.append(bar)
+    high_at = max(range(bars), key=lambda i: data[i]["h"])
+    low_at = min(range(bars), key=lambda i: data[i]["l"])
+    minutes = length_s // 60
+    frame: dict[str, Any] = {
         "serverId": server_id, "symbol": inst.symbol, "text": inst.company, "priceFactor": 100,
         "startTime": time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(start_ms / 1000)),
-        "high": f"{round(high * 100)}/{sum(d['v'] for d in data):.2f}/0",
-        "low": f"{round(low * 100)}/{sum(d['v'] for d in data):.2f}/0", "timePeriod": "2h",
-        "barLength": 300, "mdAvailability": "S", "mktDataDelay": 0, "outsideRth": False, "volumeFactor": 1,
-        "priceDisplayRule": 1, "priceDisplayValue": "2", "negativeCapable": False, "messageVersion": 2,
-        "data": data, "points": len(data) - 1, "travelTime": 3, "topic": f"smh+{conid}",
-    }
+        "high": f"{round(data[high_at]['h'] * 100)}/{data[high_at]['v']:.2f}/{high_at * minutes}",
+        "low": f"{round(data[low_at]['l'] * 100)}/{data[low_at]['v']:.2f}/{low_at * minutes}",
+        "timePeriod": str((args or {}).get("period") or "1d"), "barLength": length_s, "mdAvailability": "S",
+        "mktDataDelay": 0, "outsideRth": False, "volumeFactor": 1, "priceDisplayRule": 1,
+        "priceDisplayValue": "2", "negativeCapable": False, "messageVersion": 2, "data": data,
+        "points": len(data) - 1, "travelTime": 3, "topic": f"smh+{conid}",
+    }  # fmt: skip
+    if live:
+        frame["payload"] = orjson.dumps(args or {}, option=orjson.OPT_INDENT_2).decode() + "\n"
+    return frame
+
+
+def history_update(
+    conid: int, server_id: str, tick_num: int, quote: QuoteState, rng: random.Random
+) -> dict[str, Any]:
+    """A live ``tickNum`` frame after the first answer (reference §2.2 [OBS]): one partial bar.
+
+    What the live gateway's values mean is unexplained (``{"o":25.89,"c":1.111}``, ``{"o":0.01}``);
+    the simulator sends the same shape with the current last price and, sometimes, a second value.
+    """
+    partial: dict[str, float] = {"o": quote.last}
+    if rng.random() < 0.5:
+        partial["c"] = round(rng.uniform(0.0, 2.0), 3)
+    return {"serverId": server_id, "tickNum": tick_num, "negativeCapable": False, "data": [partial],
+            "points": 0, "travelTime": rng.randint(100, 6000), "topic": f"smh+{conid}"}  # fmt: skip
 
 
 def ladder_frame(topic: str, quote: QuoteState, rng: random.Random) -> dict[str, Any]:

@@ -41,6 +41,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add("--smd-expiry-s", type=float, default=900.0, help="silent smd expiry (default 900)")
     add("--no-duplicate-snapshot", action="store_true", help="send the first smd frame once, not twice")
     add("--no-umh-ack", action="store_true", help="do not answer umh with {\"message\":\"Unsubscribed ..\"}")
+    add("--bars-shape", choices=("live", "documented"), default="live",
+        help="smh answers as live gateways send them (bars without t, then tickNum updates; default) "
+             "or as documented (bars with t, once)")
+    add("--bars-update-s", type=float, default=1.0, help="live bars: a tickNum update per open smh every N s")
     add("--no-order-confirmation", action="store_true", help="place orders without a question first")
     add("--order-step-s", type=float, default=0.05, help="delay between order lifecycle steps")
     add("--fill-parts", type=int, default=3, help="executions per filled order")
@@ -56,6 +60,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         session_message_error=not args.accept_session_message, heartbeat_s=args.heartbeat_s,
         tic_replies=args.tic_replies, md_interval_s=args.md_interval_s, smd_expiry_s=args.smd_expiry_s,
         duplicate_first_snapshot=not args.no_duplicate_snapshot, umh_ack=not args.no_umh_ack,
+        bars_shape=args.bars_shape, bars_update_s=args.bars_update_s,
         rate=args.rate, order_confirmation=not args.no_order_confirmation, order_step_s=args.order_step_s,
         fill_parts=args.fill_parts, rest_rate_limit=args.rest_rate_limit, seed=args.seed,
         scenario=args.scenario,

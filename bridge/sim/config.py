@@ -32,6 +32,8 @@ class SimConfig:
     duplicate_first_snapshot: bool = True  # the first smd frame is delivered twice
     umh_ack: bool = True  # `umh+<id>` answered with {"message":"Unsubscribed <id>"}
     max_smh: int = 5  # concurrent historical requests per gateway
+    bars_shape: str = "live"  # smh as live gateways send it (no t, tickNum updates) or "documented" (t, once)
+    bars_update_s: float = 1.0  # live shape: a tickNum update per open smh this often
     rate: float | None = None  # burst mode: smd frames/s, gateway total, shared by the subscribed sockets
     pnl_interval_s: float = 1.0
     ledger_interval_s: float = 10.0

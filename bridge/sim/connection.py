@@ -19,7 +19,7 @@ from aiohttp import web
 from bridge.ingest.wire import ClientMessage, parse_client_message
 from bridge.sim import frames
 from bridge.sim.frames import OP_BINARY, OP_TEXT, ws_header
-from bridge.sim.market import burst_templates, conid_of
+from bridge.sim.market import burst_templates, combo_legs, conid_of
 
 if TYPE_CHECKING:
     from bridge.sim.gateway import Gateway
@@ -36,6 +36,7 @@ class MdSub:
     conid: int
     fields: frozenset[str]
     expires_at: float  # loop time
+    legs: tuple[tuple[int, int], ...] = ()  # a combo's (leg conid, ratio)
 
 
 @dataclass(slots=True)
@@ -194,7 +195,7 @@ class SimConnection:
             if refusal:
                 self.write(refusal, "error")
             return
-        sub = MdSub(conid_of(target), fields, expires)
+        sub = MdSub(conid_of(target), fields, expires, combo_legs(target))
         self.md[target] = sub
         if gateway.data_flowing():
             snapshot = frames.dumps(gateway.md_snapshot(target, sub))
@@ -338,7 +339,7 @@ class SimConnection:
     # ----------------------------------------------------------------------------- history, book
     def _smh(self, msg: ClientMessage) -> None:
         conid = conid_of(msg.target or "")
-        frame = self.gateway.open_history(self, conid)
+        frame = self.gateway.open_history(self, conid, msg.args or {})
         self.write(frame, "smh" if "topic" in frame else "error")
 
     def _umh(self, msg: ClientMessage) -> None:

@@ -14,8 +14,9 @@ Faults (parameters, defaults):
   ``/iserver`` calls answer 503 for ``duration_s``; afterwards new ``server_id`` values.
 - ``refuse_upgrade`` (count=1, status=401): refuse the next ``count`` websocket upgrades.
 - ``malformed`` (kind, connection): one frame of ``invalid_utf8`` (byte 0x99 in a text frame),
-  ``truncated_json``, ``unknown_topic`` or ``no_accounts`` (``{"error":"No accounts",...}``); or
-  ``binary`` (duration_s=None: for good) to send every frame with the binary opcode.
+  ``truncated_json``, ``unknown_topic`` or ``no_accounts`` (``{"error":"No accounts",...}``), or
+  ``raw`` with ``frame`` (the text of any frame, sent as it is); or ``binary`` (duration_s=None:
+  for good) to send every frame with the binary opcode.
 - ``line_limit`` (max_conids, mode="error"|"silent"): market-data lines beyond ``max_conids``
   distinct conids are refused (invented behaviour: the real socket's answer is unknown).
 - ``slow_reader`` (limit_bytes=1 MiB, flood_frames=50000, grace_s=1, duration_s=30): flood every
@@ -158,8 +159,10 @@ async def _malformed(gateway: Gateway, params: Params) -> Params:
         gateway.binary_until = time.monotonic() + (duration if duration is not None else 1e12)
         return {}
     payload = _MALFORMED.get(str(kind))
+    if kind == "raw" and isinstance(params.get("frame"), str):
+        payload = str(params["frame"]).encode("utf-8", "surrogatepass")
     if payload is None:
-        raise FaultError(f"kind must be one of {sorted([*_MALFORMED, 'binary'])}")
+        raise FaultError(f"kind must be one of {sorted([*_MALFORMED, 'binary', 'raw'])} (raw takes a frame)")
     conns = _targets(gateway, params)
     for conn in conns:
         conn.write_bytes(payload, "malformed", frames.OP_TEXT)

@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bridge.sim import frames
-from bridge.sim.account import AccountState, history_frame, ladder_frame
+from bridge.sim.account import AccountState, history_frame, history_update, ladder_frame
 from bridge.sim.config import SimConfig
 from bridge.sim.connection import MdSub, SimConnection
-from bridge.sim.market import QuoteState, instrument, md_frame
+from bridge.sim.market import QuoteState, combo_values, instrument, md_frame
 from bridge.sim.orders import Element, OrderEngine
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class Gateway:
         self._server_ids: dict[int, str] = {}
         self._smh: dict[str, tuple[int, int]] = {}  # serverId -> (connection id, conid)
         self._next_smh = 195_436
+        self._smh_ticks: dict[str, int] = {}  # serverId -> last tickNum sent
         self.quotes: dict[int, QuoteState] = {}
         self.account = AccountState(config.account, self.rng)
         self.orders = OrderEngine(config, self.rng, self.last_price, self._on_sor, self._on_str)
@@ -75,6 +76,7 @@ class Gateway:
             loop.create_task(self._every(self.config.pnl_interval_s, self._pnl_tick)),
             loop.create_task(self._every(self.config.ledger_interval_s, self._ledger_tick)),
             loop.create_task(self._every(self.config.summary_interval_s, self._summary_tick)),
+            loop.create_task(self._every(self.config.bars_update_s, self._bars_tick)),
         ]
 
     def spawn(self, coro: Awaitable[None]) -> None:
@@ -134,9 +136,15 @@ class Gateway:
         return self.quote(conid).last
 
     def md_snapshot(self, target: str, sub: MdSub) -> dict[str, Any]:
-        quote = self.quote(sub.conid)
-        values = quote.snapshot(sub.fields)
+        if sub.legs:
+            values = {**self.combo_values(sub), "6509": "RpB"}
+        else:
+            values = self.quote(sub.conid).snapshot(sub.fields)
         return md_frame(target, sub.conid, self.server_id(sub.conid), int(time.time() * 1000), values)
+
+    def combo_values(self, sub: MdSub) -> dict[str, str | int | float]:
+        """A combo's spread quote, derived from its legs (see ``market.combo_values``)."""
+        return combo_values([(self.quote(conid), ratio) for conid, ratio in sub.legs], sub.fields)
 
     def line_refusal(self, target: str) -> dict[str, Any] | None:
         """Market-data line exhaustion (behaviour invented: the real socket's answer is unknown).
@@ -187,7 +195,7 @@ class Gateway:
         if self.data_flowing():
             self.broadcast({"topic": "str", "args": [execution]}, "str", lambda c: c.str_)
 
-    def open_history(self, conn: SimConnection, conid: int) -> dict[str, Any]:
+    def open_history(self, conn: SimConnection, conid: int, args: dict[str, Any]) -> dict[str, Any]:
         if len(self._smh) >= self.config.max_smh:  # answer invented; the limit itself is documented
             return {"error": f"Maximum number of concurrent historical requests ({self.config.max_smh}) "
                              "reached", "code": 429, "topic": "smh"}
@@ -195,11 +203,23 @@ class Gateway:
         server_id = str(self._next_smh)
         self._smh[server_id] = (conn.id, conid)
         conn.smh[server_id] = conid
-        return history_frame(conid, server_id, self.rng)
+        return history_frame(conid, server_id, self.rng, args, live=self.config.bars_shape == "live")
 
     def close_history(self, conn: SimConnection, server_id: str) -> bool:
         conn.smh.pop(server_id, None)
+        self._smh_ticks.pop(server_id, None)
         return self._smh.pop(server_id, None) is not None
+
+    def _bars_tick(self) -> None:
+        """Live shape: every open ``smh`` streams ``tickNum`` updates until ``umh`` (reference §2.2)."""
+        if self.config.bars_shape != "live" or not self.data_flowing():
+            return
+        for server_id, (conn_id, conid) in list(self._smh.items()):
+            conn = self.connections.get(conn_id)
+            if conn is None or not conn.authenticated:
+                continue
+            tick = self._smh_ticks[server_id] = self._smh_ticks.get(server_id, 0) + 1
+            conn.write(history_update(conid, server_id, tick, self.quote(conid), self.rng), "smh")
 
     def send_ladder(self, conn: SimConnection, topic: str) -> None:
         if self.data_flowing():
@@ -236,6 +256,9 @@ class Gateway:
             if not (flowing and conn.authenticated and conn.md) or self.config.rate:
                 continue
             for target, sub in conn.md.items():
+                if sub.legs:
+                    self._combo_tick(conn, target, sub, changed, stamp)
+                    continue
                 if sub.conid not in changed:
                     changed[sub.conid] = self.quote(sub.conid).step()
                 values = self.quote(sub.conid).delta(changed[sub.conid], sub.fields)
@@ -246,6 +269,18 @@ class Gateway:
         for conid in self.config.conids:
             if conid not in changed:
                 self.quote(conid).step()
+
+    def _combo_tick(
+        self, conn: SimConnection, target: str, sub: MdSub, changed: dict[int, set[str]], stamp: int
+    ) -> None:
+        """A combo's frame whenever a leg moved: its requested spread fields, all of them."""
+        for conid, _ in sub.legs:
+            if conid not in changed:
+                changed[conid] = self.quote(conid).step()
+        if any(changed[conid] for conid, _ in sub.legs):
+            values = self.combo_values(sub)
+            if values:
+                conn.write(md_frame(target, sub.conid, self.server_id(sub.conid), stamp, values), "smd")
 
     def _pnl_tick(self) -> None:
         self.account.step()

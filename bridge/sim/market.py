@@ -54,7 +54,7 @@ def instrument(conid: int) -> Instrument:
 
 
 def conid_of(target: str) -> int:
-    """``265598@NASDAQ`` -> 265598; ``0;;;1/1,2/-1`` -> 0; junk -> 0."""
+    """``265598@NASDAQ`` -> 265598; ``0;;;1/1,2/-1`` -> 0 (the spread conid); junk -> 0."""
     digits = ""
     for ch in target:
         if not ch.isdigit():
@@ -164,6 +164,46 @@ class QuoteState:
             if value is not None:
                 out[field_id] = value
         return out
+
+
+# ------------------------------------------------------------------------------------------- combos
+
+
+def combo_legs(target: str) -> tuple[tuple[int, int], ...]:
+    """``28812380;;;265598/1,8314/-1`` -> ((265598, 1), (8314, -1)); () for a single contract."""
+    _, separator, legs = target.partition(";;;")
+    if not separator:
+        return ()
+    out = []
+    for leg in legs.split(","):
+        conid, _, ratio = leg.partition("/")
+        try:
+            out.append((int(conid), int(ratio)))
+        except ValueError:
+            continue
+    return tuple(out)
+
+
+COMBO_FIELDS = frozenset({"31", "84", "85", "86", "88", "7635"})
+
+
+def combo_values(legs: list[tuple[QuoteState, int]], fields: frozenset[str]) -> dict[str, str | int | float]:
+    """A spread's quote derived from its legs and ratios (a positive ratio buys the leg).
+
+    Simulated: the real gateway prices combos itself and how is not documented, so its numbers
+    are its own; these are a plausible stand-in. Buying the spread pays the ask of the legs bought
+    and receives the bid of the legs sold, so ask = sum(r * ask if r > 0 else r * bid) and bid
+    likewise; sizes are what every leg can fill (min of size / |ratio|)."""
+    last = sum(r * q.last for q, r in legs)
+    bid = sum(r * (q.bid if r > 0 else q.ask) for q, r in legs)
+    ask = sum(r * (q.ask if r > 0 else q.bid) for q, r in legs)
+    bid_size = min((q.bid_size if r > 0 else q.ask_size) // abs(r) for q, r in legs)
+    ask_size = min((q.ask_size if r > 0 else q.bid_size) // abs(r) for q, r in legs)
+    table: dict[str, str | int | float] = {
+        "31": f"{last:.2f}", "84": f"{bid:.2f}", "86": f"{ask:.2f}", "85": f"{ask_size:,}",
+        "88": f"{bid_size:,}", "7635": f"{(bid + ask) / 2:.2f}",
+    }  # fmt: skip
+    return {field_id: value for field_id, value in table.items() if field_id in fields}
 
 
 def md_frame(

@@ -46,7 +46,7 @@ async def serve(config: Path, meter: Meter) -> dict[str, int]:
         await asyncio.sleep(0.1)
     market = bridge.buffer.market
     extra = {"conflated": market.conflated_events, "dropped": market.dropped_events,
-             "reconnects": bridge.counts.reconnects}  # fmt: skip
+             "reconnects": bridge.meter.connects}  # fmt: skip
     bridge.stop()
     await asyncio.wait_for(running, timeout=30)
     return extra

@@ -82,21 +82,21 @@ async def test_quotes_for_every_configured_conid_reach_the_sink_keyed_by_conid(r
 
 async def test_readyz_follows_an_auth_loss_and_its_recovery(running: tuple[Bridge, MemorySink], sim: GatewaySimulator) -> None:
     bridge, _ = running
-    await eventually(lambda: bridge.protocol.usable)
+    await eventually(lambda: bridge.session.usable)
     await sim.apply_fault("auth_loss", duration_s=1.0)
-    await eventually(lambda: not bridge.protocol.usable, timeout_s=5)
+    await eventually(lambda: not bridge.session.usable, timeout_s=5)
     status, body = await get(bridge, "/readyz")
     assert status == 503 and body["checks"]["gateway_authenticated"] is False
-    await eventually(lambda: bridge.protocol.usable, timeout_s=10)
+    await eventually(lambda: bridge.session.usable, timeout_s=10)
     assert (await get(bridge, "/readyz"))[0] == 200
 
 
 async def test_a_drop_moves_disconnects_resubscribes_and_gaps(running: tuple[Bridge, MemorySink], sim: GatewaySimulator) -> None:
     bridge, sink = running
-    await eventually(lambda: bridge.protocol.usable and b"265598" in keys(sink, "ibkr.marketdata.v1"))
+    await eventually(lambda: bridge.session.usable and b"265598" in keys(sink, "ibkr.marketdata.v1"))
     before = (await get(bridge, "/metrics"))[1]
     await sim.apply_fault("drop")
-    await eventually(lambda: bridge.protocol.session_epoch >= 2, timeout_s=10)
+    await eventually(lambda: bridge.session.session_epoch >= 2, timeout_s=10)
     await eventually(lambda: len(sink.records.get("ibkr.marketdata.v1", [])) > 0)
     after = (await get(bridge, "/metrics"))[1]
     for name in ("ibkr_bridge_gateway_disconnects_total", "ibkr_bridge_resubscribes_total", "ibkr_bridge_gaps_total"):
@@ -143,7 +143,7 @@ async def test_every_documented_metric_is_exported_after_a_short_run(running: tu
 
 async def test_subscriptions_can_be_added_and_removed_at_run_time(running: tuple[Bridge, MemorySink]) -> None:
     bridge, sink = running
-    await eventually(lambda: bridge.protocol.usable)
+    await eventually(lambda: bridge.session.usable)
     async with aiohttp.ClientSession() as http:
         url = f"http://127.0.0.1:{bridge.admin_port}/subscriptions"
         async with http.post(url, json={"type": "market_data", "conid": "272093"}) as resp:

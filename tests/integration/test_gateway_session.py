@@ -16,8 +16,7 @@ from bridge.backoff import Backoff
 from bridge.events import Event, Execution, Lifecycle, LifecycleKind, Order, Quote
 from bridge.gateway.connection import ConnectionSettings, GatewayConnection
 from bridge.gateway.rest import GatewayRest, RestSettings
-from bridge.ingest.normalize.normalizer import Normalizer
-from bridge.ingest.session import GatewayProtocol
+from bridge.ingest.session import GatewaySession
 from bridge.ingest.session_types import SessionSettings
 from bridge.ingest.subscriptions import Subscription
 from bridge.sim.config import SimConfig
@@ -64,7 +63,7 @@ class Session:
 @contextlib.asynccontextmanager
 async def _start(sim_config: SimConfig, settings: SessionSettings = FAST) -> AsyncIterator[Session]:
     async with GatewaySimulator(sim_config) as sim:
-        protocol = GatewayProtocol(
+        gateway_session = GatewaySession(
             settings, SUBSCRIPTIONS, backoff=Backoff(settings.backoff_policy(), random.Random(5))
         )
         rest = GatewayRest(RestSettings(base_url=sim.base_url, insecure_tls=True, timeout_s=3.0))
@@ -74,9 +73,8 @@ async def _start(sim_config: SimConfig, settings: SessionSettings = FAST) -> Asy
             session.received.extend((time.monotonic_ns(), e) for e in events)
 
         conn = GatewayConnection(
-            protocol,
+            gateway_session,
             rest,
-            Normalizer(),
             on_events,
             ConnectionSettings(
                 ws_url=sim.ws_url,

@@ -146,14 +146,18 @@ def test_account_topics_use_result_arrays_and_acknowledge_unsubscribes(sim_proce
         "result": "unsubscribed from ledger"}
 
 
-def test_smh_answers_once_with_a_server_id_limits_to_five_and_umh_is_acknowledged(sim_process: SimProcess) -> None:
+def test_smh_answers_with_a_server_id_then_streams_updates_limits_to_five_and_umh_is_acknowledged(
+    sim_process: SimProcess,
+) -> None:
     sock, _ = opened(sim_process)
     server_ids = []
     for _ in range(5):
         sock.send('smh+265598+{"period":"2h","bar":"5min"}')
-        bars = sock.json_until(lambda m: m.get("topic") == "smh+265598")[-1].json()
-        assert bars["data"] and isinstance(bars["serverId"], str)
+        bars = sock.json_until(lambda m: m.get("topic") == "smh+265598" and "tickNum" not in m)[-1].json()
+        assert bars["data"] and isinstance(bars["serverId"], str) and "t" not in bars["data"][0]
         server_ids.append(bars["serverId"])
+    update = sock.json_until(lambda m: "tickNum" in m)[-1].json()  # the live shape: updates follow
+    assert update["serverId"] in server_ids and update["topic"] == "smh+265598"
     sock.send("smh+8314+{}")
     assert sock.json_until(lambda m: "error" in m)[-1].json()["topic"] == "smh"
     sock.send(f"umh+{server_ids[0]}")

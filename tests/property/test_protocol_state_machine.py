@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from bridge.backoff import Backoff, BackoffPolicy
 from bridge.events import AuthStatus, Event, Heartbeat, LifecycleKind, Quote, SystemLogin
-from bridge.ingest.session import GatewayProtocol
+from bridge.ingest.session import GatewaySession
 from bridge.ingest.session_types import Reconnect, SessionSettings, SessionState
 from bridge.ingest.subscriptions import Subscription
 
@@ -45,7 +45,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         super().__init__()
         backoff = Backoff(BackoffPolicy(floor_s=0.5, cap_s=30.0, healthy_reset_s=20.0), random.Random(3))
         self.settings = SessionSettings(expected_cadence_s={"md": 40.0, "ld": 30.0})
-        self.p = GatewayProtocol(self.settings, POOL[:1] + POOL[3:4], backoff=backoff)
+        self.p = GatewaySession(self.settings, POOL[:1] + POOL[3:4], backoff=backoff)
         self.now = 0
         self.server: set[str] = set()  # what the current socket has subscribed
         self.gap_starts = 0
@@ -68,7 +68,7 @@ class ProtocolMachine(RuleBasedStateMachine):
             else:
                 self.server.discard(key)
         was_epoch = self.epoch
-        for event in self.p.events_to_publish():
+        for event in self.p.events_received():
             self.gap_starts += event.kind is LifecycleKind.GAP_START
             self.gap_ends += event.kind is LifecycleKind.GAP_END
             if event.kind is LifecycleKind.AUTHENTICATED:
@@ -84,7 +84,7 @@ class ProtocolMachine(RuleBasedStateMachine):
                 self.drain()
 
     def feed(self, *events: Event) -> None:
-        self.p.events_received(events, self.now)
+        self.p.apply_events(events, self.now)
         self.drain()
 
     def socket_open(self) -> bool:

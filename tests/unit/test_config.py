@@ -93,3 +93,28 @@ def test_comma_separated_conids_are_accepted_from_the_environment(monkeypatch: p
 def test_unreadable_yaml_is_a_clear_error(tmp_path: Path) -> None:
     (problem,) = problems(write(tmp_path, "gateway: [unclosed\n"))
     assert "not valid YAML" in problem
+
+
+def test_combo_targets_are_accepted_and_bad_targets_name_the_field(tmp_path: Path) -> None:
+    settings = load_settings(None, {"subscriptions": {"market_data": {"conids": "265598,28812380;;;265598/1,8314/-1"}}})
+    assert settings.subscriptions.market_data.conids == ["265598", "28812380;;;265598/1,8314/-1"]
+    (problem,) = problems(write(tmp_path, "subscriptions:\n  market_data:\n    conids: ['28812380;;;265598']\n"))
+    assert problem.startswith("subscriptions.market_data.conids") and "SPREAD_CONID;;;CONID/RATIO" in problem
+
+
+def test_more_than_five_bars_subscriptions_are_refused_with_the_reason(tmp_path: Path) -> None:
+    bars = "".join(f"    - {{conid: '{conid}'}}\n" for conid in range(1, 7))
+    (problem,) = problems(write(tmp_path, f"subscriptions:\n  bars:\n{bars}"))
+    assert problem.startswith("subscriptions.bars") and "at most 5" in problem and "remove 1" in problem
+
+
+def test_two_ladders_for_one_account_are_refused_saying_why(tmp_path: Path) -> None:
+    text = "subscriptions:\n  book:\n    - {conid: '265598'}\n    - {conid: '8314'}\n"
+    (problem,) = problems(write(tmp_path, text))
+    assert problem.startswith("subscriptions.book") and "ubd+ACCOUNT" in problem
+
+
+def test_the_bars_time_zone_must_be_a_known_zone(tmp_path: Path) -> None:
+    assert load_settings(None, {"gateway": {"bars_time_zone": "America/New_York"}}).gateway.bars_time_zone
+    (problem,) = problems(write(tmp_path, "gateway:\n  bars_time_zone: Mars/Olympus\n"))
+    assert problem.startswith("gateway.bars_time_zone") and "IANA" in problem

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from bridge.app import MeteredNormalizer
+from bridge.metering import MeteredNormalizer
 from bridge.metrics import BridgeMetrics
 
 NOW_NS = 1_777_000_000_000_000_000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -10,12 +11,13 @@ from pathlib import Path
 import orjson
 import pytest
 
+from bridge.backoff import PUBLISH_RETRY, Backoff
 from bridge.codec import EnvelopeContext, encode
 from bridge.delivery.buffer import DeliveryBuffer, NullObserver
 from bridge.delivery.spool import Spool
 from bridge.errors import SinkRejected
 from bridge.events import DeadLetter, EventClass, Order, Quote
-from bridge.publisher import BACKOFF_CAP_S, BACKOFF_FLOOR_S, Publisher, full_jitter_delay
+from bridge.publisher import Publisher
 from bridge.routing import Router
 from bridge.sinks.base import Record
 from bridge.sinks.memory import MemorySink
@@ -382,11 +384,12 @@ async def test_publishing_is_reported_per_destination_and_failures_are_counted(c
     await publisher.stop()
 
 
-def test_full_jitter_delays_stay_between_the_floor_and_the_cap() -> None:
-    delays = [full_jitter_delay(attempt) for attempt in range(1, 60) for _ in range(20)]
-    assert all(BACKOFF_FLOOR_S <= d <= BACKOFF_CAP_S for d in delays)
+def test_publish_retry_delays_stay_between_the_floor_and_the_cap() -> None:
+    retry = Backoff(PUBLISH_RETRY, random.Random(7))
+    delays = [retry.delay_for(attempt) for attempt in range(1, 60) for _ in range(20)]
+    assert all(PUBLISH_RETRY.floor_s <= d <= PUBLISH_RETRY.cap_s for d in delays)
     assert max(delays) > 1.0  # the exponential ceiling does grow towards the cap
-    assert full_jitter_delay(1) <= 0.05
+    assert retry.delay_for(1) <= 0.1
 
 
 async def test_a_sink_error_that_was_not_translated_is_retried_without_loss(ctx: EnvelopeContext) -> None:

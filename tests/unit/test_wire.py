@@ -137,3 +137,17 @@ def test_invalid_utf8_byte_is_decoded_as_cp1252_and_the_frame_kept() -> None:
 def test_truncated_json_is_reported_not_raised() -> None:
     decoded = wire.decode_frame(orjson.dumps({"a": 1})[:-1])
     assert decoded.outcome is wire.DecodeOutcome.INVALID_JSON and decoded.obj is None
+
+
+def test_a_frame_of_invalid_utf8_past_the_repair_bound_is_refused_without_decoding_it_byte_by_byte() -> None:
+    frame = b'{"topic":"ntf","args":[{"text":"' + b"\xff" * (4 << 20) + b'"}]}'
+    decoded = wire.decode_frame(frame)
+    assert decoded.outcome is wire.DecodeOutcome.INVALID_UTF8 and decoded.obj is None
+    assert "more than 1024 invalid UTF-8 sequences" in (decoded.error or "")
+
+
+def test_stray_bytes_up_to_the_repair_bound_are_still_repaired() -> None:
+    text = b"\x99 notice " * wire.MAX_REPAIRED_UTF8_ERRORS
+    decoded = wire.decode_frame(b'{"topic":"ntf","args":[{"text":"' + text + b'"}]}')
+    assert decoded.outcome is wire.DecodeOutcome.REPAIRED_UTF8
+    assert decoded.obj is not None and decoded.obj["args"][0]["text"].count("\u2122") == 1024

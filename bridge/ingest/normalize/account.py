@@ -31,7 +31,7 @@ def _seconds_to_ms(value: Any) -> int | None:
     seconds = to_int(value)
     if seconds is None:
         return None
-    return seconds * 1000 if seconds < 100_000_000_000 else seconds  # tolerate ms
+    return seconds * 1000 if -100_000_000_000 < seconds < 100_000_000_000 else seconds  # tolerate ms
 
 
 class AccountState:

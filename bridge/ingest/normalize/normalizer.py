@@ -11,13 +11,14 @@ multi-element frame does not spoil the others.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from typing import Any
 
 import orjson
 
+from bridge.dead_letters import dead_letter, error_text, raw_text
 from bridge.events import (
     Control,
     ControlKind,
@@ -27,7 +28,7 @@ from bridge.events import (
     Quote,
     Scalar,
 )
-from bridge.ingest import wire
+from bridge.ingest import bounds, wire
 from bridge.ingest.fields import (
     LAST_PRICE,
     Unparsed,
@@ -50,6 +51,7 @@ _QUOTE_IDENTITY = frozenset({"topic", "conid", "conidEx", "_updated", "server_id
 class _QuoteState:
     values: dict[str, Scalar] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    extra_bytes: int = 0  # JSON bytes of ``extra``, at least (see bounds.MAX_EXTRA_BYTES)
     conid_ex: str | None = None
     server_id: str | None = None
     updated_ms: int | None = None
@@ -58,28 +60,22 @@ class _QuoteState:
     halted: bool = False
     availability: MarketDataAvailability | None = None
     snapshot_pending: bool = True
-
-
-def raw_text(data: bytes | str) -> tuple[str, str]:
-    """The raw frame for a dead letter: (text, "utf-8") or (base64, "base64")."""
-    if isinstance(data, str):
-        return data, "utf-8"
-    try:
-        return bytes(data).decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        return base64.b64encode(bytes(data)).decode("ascii"), "base64"
+    combo: str | None = None  # the combo target (``conid;;;leg/ratio,...``) this state belongs to
+    by_conid_ex: bool = False  # a topic shared by combos: each frame's conidEx names its combo
 
 
 class Normalizer:
     """Turns gateway frames into events, holding the merged per-key state."""
 
-    def __init__(self) -> None:
+    def __init__(self, bars_time_zone: tzinfo = UTC) -> None:
+        self._bars_zone = bars_time_zone  # what smh startTime is read in (bridge.ingest.normalize.history)
         self._quotes: dict[str, _QuoteState] = {}
         self._orders = OrderBook()
         self._executions = ExecutionLedger()
         self._accounts = AccountState()
         self._last_tic: Any = None
         self.repaired_utf8_frames = 0
+        self.dropped_extra_values = 0  # unknown quote values dropped past bounds.MAX_EXTRA_BYTES
         # smd frames normalized the fast way, tallied for a metering caller (see _tally_frame)
         self.md_frames = 0
         self.md_bytes = 0
@@ -105,6 +101,12 @@ class Normalizer:
         state = self._quotes.get(str(target))
         if state is not None:
             state.snapshot_pending = True
+
+    def forget_quote(self, conid: int) -> None:
+        """Drop the merged state of every stream of ``conid``: its next frame starts afresh."""
+        head = str(conid)
+        for target in [t for t in self._quotes if t.split("@", 1)[0].split(";", 1)[0] == head]:
+            del self._quotes[target]
 
     def connection_reset(self) -> None:
         """A new socket: market data starts again from fresh snapshots; orders and fills are kept."""
@@ -144,8 +146,20 @@ class Normalizer:
                 events = self._data(topic, obj, data, received_ns)
                 events = events or [Control(ControlKind.UNCHANGED, topic_name)]
         except Exception as exc:  # noqa: BLE001 - the normalizer never raises: anything unforeseen is a dead letter
-            events = [self._dead(data, received_ns, "uninterpretable", repr(exc), obj.get("topic"))]
+            events = [self._dead(data, received_ns, "uninterpretable", error_text(exc), obj.get("topic"))]
+        events = self._representable(events, data, received_ns)
         self._tally_frame(events, data, received_ns)
+        return events
+
+    def _representable(self, events: list[Event], data: bytes | str, received_ns: int) -> list[Event]:
+        """Every event emitted can be encoded: one that cannot (a value nested past orjson's
+        writing limit, an integer past 64 bits) is replaced by a dead letter of its frame. Quotes
+        are bounded as they merge (``_merge_quote``); the other kinds are low-volume and checked."""
+        for index, event in enumerate(events):
+            if type(event) is not Control and not bounds.encodable(event):
+                error = f"{type(event).__name__} holds a value that cannot be encoded"
+                topic = event.topic if type(event) is DeadLetter else None
+                events[index] = self._dead(data, received_ns, "unrepresentable", error, topic)
         return events
 
     def _tally_frame(self, events: list[Event], data: bytes | str, received_ns: int) -> None:
@@ -161,9 +175,10 @@ class Normalizer:
             return [self._dead(data, received_ns, decoded.outcome.value, decoded.error)]
         self.repaired_utf8_frames += 1
         try:
-            return self._classified(obj, data, received_ns)
+            events = self._classified(obj, data, received_ns)
         except Exception as exc:  # noqa: BLE001 - see normalize()
-            return [self._dead(data, received_ns, "uninterpretable", repr(exc), obj.get("topic"))]
+            events = [self._dead(data, received_ns, "uninterpretable", error_text(exc), obj.get("topic"))]
+        return self._representable(events, data, received_ns)
 
     def _classified(self, obj: dict[str, Any], data: bytes | str, received_ns: int) -> list[Event]:
         kind, topic = wire.classify(obj)
@@ -172,6 +187,8 @@ class Normalizer:
             events = self._data(topic, obj, data, received_ns)
         elif kind is wire.FrameKind.UNKNOWN_TOPIC:
             events = [self._dead(data, received_ns, "unknown_topic", None, obj.get("topic"))]
+        elif bounds.depth_exceeds(obj, bounds.MAX_DEPTH):
+            events = [self._dead(data, received_ns, "unrepresentable", _TOO_DEEP, obj.get("topic"))]
         else:
             events = self._handlers[kind](obj)
         return events or [Control(ControlKind.UNCHANGED, _topic_name(obj))]
@@ -179,16 +196,7 @@ class Normalizer:
     def _dead(
         self, data: bytes | str, received_ns: int, reason: str, error: str | None, topic: Any = None
     ) -> DeadLetter:
-        text, encoding = raw_text(data)
-        return DeadLetter(
-            reason=reason,
-            stage="normalize",
-            raw=text,
-            raw_encoding=encoding,
-            received_ns=received_ns,
-            topic=topic if isinstance(topic, str) else None,
-            error=error,
-        )
+        return dead_letter(data, received_ns, reason, error, topic)
 
     def _data(
         self, topic: wire.Topic, obj: dict[str, Any], data: bytes | str, received_ns: int
@@ -203,6 +211,10 @@ class Normalizer:
             if args == []:
                 return [Control(ControlKind.SUBSCRIPTION_ACK, "str")]
             return self._elements(obj, "args", self._executions.apply, data, received_ns)
+        if bounds.depth_exceeds(obj, bounds.MAX_DEPTH):
+            # Checked before anything is merged, so no kept state ever holds such a value; the
+            # element channels above check each element (one deep element spoils only itself).
+            return [self._dead(data, received_ns, "unrepresentable", _TOO_DEEP, obj.get("topic"))]
         if channel == "pl":
             rows = _object(obj.get("args"))
             return [e for key, row in rows.items() if (e := self._accounts.pnl(key, row)) is not None]
@@ -212,7 +224,7 @@ class Normalizer:
             return self._elements(obj, "result", lambda row: apply(account, row), data, received_ns)
         if channel == "bd":
             return [book_ladder(topic, obj)]
-        return [historical_bars(topic, obj)]
+        return [historical_bars(topic, obj, self._bars_zone)]
 
     def _elements(
         self,
@@ -232,11 +244,14 @@ class Normalizer:
             try:
                 if not isinstance(item, Mapping):
                     raise ElementError(f"{key} element is not an object")
+                if bounds.depth_exceeds(item):
+                    raise ElementError(_TOO_DEEP)
                 event = apply(item)
             except (ElementError, Unparsed) as exc:
-                element = orjson.dumps(item).decode() if _encodable(item) else raw_text(data)[0]
-                events.append(self._dead(element, received_ns, "uninterpretable_element", str(exc),
-                                         obj.get("topic")))  # fmt: skip
+                element = orjson.dumps(item).decode() if bounds.encodable(item) else raw_text(data)[0]
+                error = error_text(exc, str)
+                topic = obj.get("topic")
+                events.append(self._dead(element, received_ns, "uninterpretable_element", error, topic))
                 continue
             if event is not None:
                 events.append(event)
@@ -256,7 +271,9 @@ class Normalizer:
                 conid = _conid_from_target(target)
         state = self._quotes.get(target)
         if state is None:
-            state = self._quotes[target] = _QuoteState()
+            state = self._new_quote_state(target, obj)
+        if state.by_conid_ex:
+            state = self._combo_state(state, obj)
         changed = self._merge_quote(state, obj)
         updated = obj.get("_updated")
         updated_ms = updated if type(updated) is int else to_int(updated)
@@ -281,6 +298,27 @@ class Normalizer:
             dict(state.extra) if state.extra else {},
         )
 
+    def _new_quote_state(self, target: str, obj: dict[str, Any]) -> _QuoteState:
+        """A combo's state is its full target, which is also its ``conid_ex``, key and id. How the
+        gateway echoes a combo is unconfirmed (reference §2.1): the target in the topic is used when
+        it names the legs; when only ``conidEx`` does, each frame's ``conidEx`` picks the combo."""
+        if wire.is_combo(target):
+            state = self._quotes[target] = _QuoteState(conid_ex=target, combo=target)
+            return state
+        conid_ex = obj.get("conidEx")
+        shared = type(conid_ex) is str and wire.is_combo(conid_ex)
+        state = self._quotes[target] = _QuoteState(by_conid_ex=shared)
+        return state
+
+    def _combo_state(self, shared: _QuoteState, obj: dict[str, Any]) -> _QuoteState:
+        conid_ex = obj.get("conidEx")
+        if type(conid_ex) is not str or not wire.is_combo(conid_ex):
+            return shared  # no legs named: merged into the topic's own state
+        state = self._quotes.get(conid_ex)
+        if state is None:
+            state = self._quotes[conid_ex] = _QuoteState(conid_ex=conid_ex, combo=conid_ex)
+        return state
+
     def _merge_quote(self, state: _QuoteState, obj: dict[str, Any]) -> list[str]:
         changed: list[str] = []
         values, extra = state.values, state.extra
@@ -291,8 +329,7 @@ class Normalizer:
                 continue
             if spec is missing:
                 if extra.get(key, missing) != raw:
-                    extra[key] = raw
-                    changed.append(key)
+                    self._keep_extra(state, key, raw, changed)
                 continue
             name, parsed, prefixed = spec
             if prefixed == LAST_PRICE:
@@ -305,14 +342,15 @@ class Normalizer:
                 if prefixed:
                     raw = unprefixed(raw)
                 if extra.get(key, missing) != raw:
-                    extra[key] = raw
-                    changed.append(key)
+                    self._keep_extra(state, key, raw, changed)
             if current(name, missing) != value:
                 values[name] = value
                 changed.append(name)
         conid_ex = obj.get("conidEx")
         if conid_ex is not None and conid_ex != state.conid_ex:
-            state.conid_ex = to_text(conid_ex)
+            text = to_text(conid_ex)
+            # A combo keeps its full target when the echoed conidEx does not name the legs.
+            state.conid_ex = text if state.combo is None or (text and wire.is_combo(text)) else state.combo
         server_id = obj.get("server_id", obj.get("6119"))
         if server_id is not None and server_id != state.server_id:
             state.server_id = to_text(server_id) or state.server_id
@@ -322,6 +360,23 @@ class Normalizer:
                 state.availability = availability
                 changed.append("availability")
         return changed
+
+    def _keep_extra(self, state: _QuoteState, key: str, raw: Any, changed: list[str]) -> None:
+        """Keep an unknown (or unparsable) value in the quote's ``extra``, bounded: a value nested
+        too deep or too large is kept as a truncation flag (``bounds.bounded_extra``); past
+        ``bounds.MAX_EXTRA_BYTES`` per quote, a new value is dropped and counted."""
+        value, size = bounds.bounded_extra(raw)
+        extra = state.extra
+        if state.extra_bytes + size > bounds.MAX_EXTRA_BYTES:
+            extra.pop(key, None)
+            state.extra_bytes = len(orjson.dumps(extra))  # exact again (replaced values counted twice)
+            if state.extra_bytes + size > bounds.MAX_EXTRA_BYTES:
+                self.dropped_extra_values += 1
+                changed.append(key)
+                return
+        extra[key] = value
+        state.extra_bytes += size
+        changed.append(key)
 
     @staticmethod
     def _last_flags(state: _QuoteState, prefix: str, changed: list[str]) -> None:
@@ -352,6 +407,7 @@ class Normalizer:
 
 
 _MISSING = object()
+_TOO_DEEP = f"nested deeper than {bounds.MAX_DEPTH} levels"
 _TOPICS = wire.TOPIC_CACHE
 
 
@@ -403,12 +459,11 @@ def _topic_name(obj: Mapping[str, Any]) -> str | None:
 
 def _conid_from_target(target: str) -> int:
     head = target.split("@", 1)[0].split(";", 1)[0]
-    return int(head) if head.isdigit() else 0
+    if not head.isdigit():
+        return 0
+    conid = int(head)
+    if not bounds.in_int_range(conid):
+        raise Unparsed(f"conid {head[:40]} in topic target exceeds 64 bits")
+    return conid
 
 
-def _encodable(item: Any) -> bool:
-    try:
-        orjson.dumps(item)
-    except TypeError:
-        return False
-    return True

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import random
 
+import orjson
+
 from bridge.backoff import Backoff, BackoffPolicy
 from bridge.events import (
     AuthStatus,
@@ -16,9 +18,8 @@ from bridge.events import (
     Quote,
     SystemLogin,
 )
-from bridge.ingest.session import GatewayProtocol
+from bridge.ingest.session import GatewaySession
 from bridge.ingest.session_types import (
-    ExpectSnapshot,
     PollAuthStatus,
     Reauthenticate,
     Reconcile,
@@ -37,9 +38,9 @@ TRADES = Subscription.trades(days=1)
 AUTHENTICATED = AuthStatus(authenticated=True, competing=False, connected=True)
 
 
-def make(*subs: Subscription, **settings: object) -> GatewayProtocol:
+def make(*subs: Subscription, **settings: object) -> GatewaySession:
     backoff = Backoff(BackoffPolicy.no_delay(), random.Random(0))
-    return GatewayProtocol(SessionSettings(**settings), subs, backoff=backoff)  # type: ignore[arg-type]
+    return GatewaySession(SessionSettings(**settings), subs, backoff=backoff)  # type: ignore[arg-type]
 
 
 def quote(conid: int) -> Quote:
@@ -54,8 +55,17 @@ def quote(conid: int) -> Quote:
     )
 
 
-def drain(p: GatewayProtocol) -> tuple[list[str], list[Lifecycle], list[object]]:
-    return p.frames_to_send(), p.events_to_publish(), list(p.actions_to_perform())
+def smd(conid: int, updated_ms: int, last: str = "1.0") -> bytes:
+    return orjson.dumps({"topic": f"smd+{conid}", "conid": conid, "_updated": updated_ms, "31": last})
+
+
+def quotes_of(p: GatewaySession) -> list[Quote]:
+    return [e for e in p.events_received() if isinstance(e, Quote)]
+
+
+def drain(p: GatewaySession) -> tuple[list[str], list[Lifecycle], list[object]]:
+    events = [e for e in p.events_received() if isinstance(e, Lifecycle)]
+    return p.frames_to_send(), events, list(p.actions_to_perform())
 
 
 def kinds(events: list[Lifecycle]) -> list[LifecycleKind]:
@@ -66,9 +76,9 @@ def subscribes(frames: list[str]) -> list[str]:
     return [f for f in frames if f[:1] == "s" and f[3:4] in ("+", "")]
 
 
-def open_and_auth(p: GatewayProtocol, now_ns: int = 0, *events: Event) -> list[str]:
+def open_and_auth(p: GatewaySession, now_ns: int = 0, *events: Event) -> list[str]:
     p.connection_opened(now_ns, session_id="sess-1")
-    p.events_received(events or (AUTHENTICATED,), now_ns)
+    p.apply_events(events or (AUTHENTICATED,), now_ns)
     frames, _, _ = drain(p)
     return frames
 
@@ -76,7 +86,7 @@ def open_and_auth(p: GatewayProtocol, now_ns: int = 0, *events: Event) -> list[s
 def test_sends_the_session_message_on_open_and_nothing_else_until_authenticated() -> None:
     p = make(AAPL, ORDERS, send_session_message=True)
     p.connection_opened(0, session_id="sess-1")
-    p.events_received([SystemLogin(username="u1")], 0)
+    p.apply_events([SystemLogin(username="u1")], 0)
     assert p.frames_to_send() == ['{"session":"sess-1"}']
     assert p.state is SessionState.CONNECTED
 
@@ -104,25 +114,20 @@ def test_a_heartbeat_without_a_login_does_not_authenticate() -> None:
 def test_sts_keys_absent_are_not_false() -> None:
     p = make(AAPL)
     open_and_auth(p)
-    p.events_received([AuthStatus(competing=False), AuthStatus(message="")], 1 * S)
+    p.apply_events([AuthStatus(competing=False), AuthStatus(message="")], 1 * S)
     assert p.usable
 
 
-def test_requests_a_snapshot_flag_for_every_smd_sent() -> None:
+def test_the_first_frame_of_each_target_after_a_connect_is_a_snapshot() -> None:
     p = make(AAPL, MSFT)
-    p.connection_opened(0, "s")
-    p.events_received([AUTHENTICATED], 0)
-    actions = p.actions_to_perform()
-    assert [a for a in actions if isinstance(a, ExpectSnapshot)] == [
-        ExpectSnapshot("265598"),
-        ExpectSnapshot("272093"),
-    ]
-
+    open_and_auth(p, 0)
+    p.receive_frames([smd(265598, 1), smd(272093, 1), smd(265598, 2, "1.1")], S)
+    assert [(q.conid, q.snapshot) for q in quotes_of(p)] == [(265598, True), (272093, True), (265598, False)]
 
 def test_auth_loss_opens_a_gap_polls_status_and_sends_no_subscriptions() -> None:
     p = make(AAPL, reauthenticate=True)
     open_and_auth(p, 0)
-    p.events_received([AuthStatus(authenticated=False, fail="maintenance")], 5 * S)
+    p.apply_events([AuthStatus(authenticated=False, fail="maintenance")], 5 * S)
     frames, events, actions = drain(p)
     assert subscribes(frames) == []
     assert kinds(events) == [LifecycleKind.UNAUTHENTICATED, LifecycleKind.GAP_START]
@@ -136,9 +141,9 @@ def test_auth_loss_opens_a_gap_polls_status_and_sends_no_subscriptions() -> None
 def test_recovery_on_the_same_socket_resubscribes_closes_the_gap_and_requests_reconcile() -> None:
     p = make(AAPL, ORDERS)
     open_and_auth(p, 0)
-    p.events_received([AuthStatus(authenticated=False)], 5 * S)
+    p.apply_events([AuthStatus(authenticated=False)], 5 * S)
     drain(p)
-    p.events_received([AUTHENTICATED], 9 * S)
+    p.apply_events([AUTHENTICATED], 9 * S)
     frames, events, actions = drain(p)
     assert subscribes(frames) == [AAPL.subscribe, ORDERS.subscribe]
     assert kinds(events) == [LifecycleKind.AUTHENTICATED, LifecycleKind.RESUBSCRIBED, LifecycleKind.GAP_END]
@@ -151,7 +156,7 @@ def test_recovery_on_the_same_socket_resubscribes_closes_the_gap_and_requests_re
 def test_a_competing_session_is_unusable_even_if_authenticated_is_true() -> None:
     p = make(AAPL)
     open_and_auth(p, 0)
-    p.events_received([AuthStatus(authenticated=True, competing=True, fail="Competing session")], S)
+    p.apply_events([AuthStatus(authenticated=True, competing=True, fail="Competing session")], S)
     _, events, _ = drain(p)
     assert kinds(events) == [LifecycleKind.COMPETING, LifecycleKind.UNAUTHENTICATED, LifecycleKind.GAP_START]
     assert events[0].reason == "Competing session"
@@ -161,7 +166,7 @@ def test_a_competing_session_is_unusable_even_if_authenticated_is_true() -> None
 def test_rest_reporting_authenticated_again_replaces_the_socket() -> None:
     p = make(AAPL)
     open_and_auth(p, 0)
-    p.events_received([AuthStatus(authenticated=False)], S)
+    p.apply_events([AuthStatus(authenticated=False)], S)
     drain(p)
     p.auth_status_polled(authenticated=True, competing=False, now_ns=3 * S)
     assert [a for a in p.actions_to_perform() if isinstance(a, Reconnect)]
@@ -170,11 +175,11 @@ def test_rest_reporting_authenticated_again_replaces_the_socket() -> None:
 def test_unsubscribing_while_unauthenticated_is_sent_before_the_replay() -> None:
     p = make(AAPL, MSFT)
     open_and_auth(p, 0)
-    p.events_received([AuthStatus(authenticated=False)], S)
+    p.apply_events([AuthStatus(authenticated=False)], S)
     drain(p)
     p.unsubscribe(MSFT.key, 2 * S)
     assert p.frames_to_send() == []
-    p.events_received([AUTHENTICATED], 3 * S)
+    p.apply_events([AUTHENTICATED], 3 * S)
     frames = p.frames_to_send()
     assert frames == [MSFT.unsubscribe, AAPL.subscribe]
 
@@ -204,14 +209,14 @@ def test_no_gap_before_the_first_usable_session_but_reconcile_on_start() -> None
     _, events, _ = drain(p)
     assert LifecycleKind.GAP_START not in kinds(events)
     p.connection_opened(2 * S, "s")
-    p.events_received([AUTHENTICATED], 2 * S)
+    p.apply_events([AUTHENTICATED], 2 * S)
     assert Reconcile(None, None) in p.actions_to_perform()
 
 
 def test_frames_queued_before_a_drop_are_discarded() -> None:
     p = make(AAPL)
     p.connection_opened(0, "s")
-    p.events_received([AUTHENTICATED], 0)
+    p.apply_events([AUTHENTICATED], 0)
     p.connection_lost("abort", S)
     assert p.frames_to_send() == []
 
@@ -230,7 +235,7 @@ def test_sends_tic_every_interval_and_asks_for_a_rest_tickle() -> None:
 def test_a_silent_socket_is_reconnected_once() -> None:
     p = make(AAPL, stale_after_s=25)
     open_and_auth(p, 0)
-    p.events_received([Heartbeat(hb_ms=1)], 10 * S)
+    p.apply_events([Heartbeat(hb_ms=1)], 10 * S)
     p.tick(34 * S)
     assert not [a for a in p.actions_to_perform() if isinstance(a, Reconnect)]
     assert p.next_deadline() is not None and p.next_deadline() <= 35 * S  # type: ignore[operator]
@@ -243,7 +248,7 @@ def test_a_silent_socket_is_reconnected_once() -> None:
 def test_a_socket_that_never_authenticates_is_reconnected() -> None:
     p = make(auth_timeout_s=20, stale_after_s=1000)
     p.connection_opened(0, "s")
-    p.events_received([Heartbeat(hb_ms=1)], 19 * S)
+    p.apply_events([Heartbeat(hb_ms=1)], 19 * S)
     p.tick(20 * S)
     assert [a for a in p.actions_to_perform() if isinstance(a, Reconnect)]
 
@@ -252,18 +257,21 @@ def test_smd_is_refreshed_before_expiry_without_a_gap() -> None:
     p = make(AAPL, smd_refresh_s=540, stale_after_s=1000, tic_interval_s=1000, tickle_interval_s=1000)
     open_and_auth(p, 0)
     for t in range(1, 541):
-        p.events_received([quote(265598)], t * S)
+        p.receive_frames([smd(265598, t, f"{t}.0")], t * S)
         p.tick(t * S)
-    frames, events, actions = drain(p)
+    quotes = quotes_of(p)
+    assert [q.snapshot for q in quotes] == [True] + [False] * 539
+    frames, events, _ = drain(p)
     assert frames == [AAPL.subscribe]
-    assert ExpectSnapshot("265598") in actions
     assert LifecycleKind.GAP_START not in kinds(events)
+    p.receive_frames([smd(265598, 541, "541.0")], 541 * S)
+    assert [q.snapshot for q in quotes_of(p)] == [True]  # the refreshed smd's first frame
 
 
 def test_a_batch_of_quotes_keeps_each_conids_subscription_fresh_and_no_other() -> None:
     p = make(AAPL, MSFT, expected_cadence_s={"md": 60.0}, stale_after_s=1000, tic_interval_s=1000)
     open_and_auth(p, 0)
-    p.quotes_received([quote(265598), quote(265598), quote(999)], 50 * S)
+    p.receive_frames([smd(265598, 1), smd(265598, 2, "1.1"), smd(999, 1)], 50 * S)
     p.tick(60 * S)
     frames, events, _ = drain(p)
     assert frames == [MSFT.subscribe]
@@ -277,7 +285,7 @@ def test_a_batch_of_quotes_keeps_each_conids_subscription_fresh_and_no_other() -
 def test_a_batch_of_quotes_counts_as_frames_for_the_stale_socket_check() -> None:
     p = make(AAPL, stale_after_s=100, tic_interval_s=1000, tickle_interval_s=1000)
     open_and_auth(p, 0)
-    p.quotes_received([quote(999)], 90 * S)
+    p.receive_frames([smd(999, 1)], 90 * S)
     p.tick(150 * S)
     _, _, actions = drain(p)
     assert not any(isinstance(a, Reconnect) for a in actions)
@@ -297,7 +305,7 @@ def test_a_silent_subscription_is_resubscribed_and_reported_stale_once() -> None
     p.tick(120 * S)
     frames, events, _ = drain(p)
     assert frames == [AAPL.subscribe] and events == []
-    p.events_received([quote(265598)], 121 * S)
+    p.apply_events([quote(265598)], 121 * S)
     p.tick(181 * S)
     _, events, _ = drain(p)
     assert kinds(events) == [LifecycleKind.STALE]
@@ -307,7 +315,7 @@ def test_data_keeps_a_subscription_fresh_and_event_driven_topics_are_never_stale
     p = make(AAPL, ORDERS, expected_cadence_s={"md": 60.0}, stale_after_s=1000)
     open_and_auth(p, 0)
     for t in range(10, 600, 10):
-        p.events_received(
+        p.apply_events(
             [quote(265598), Order(account="U1", order_id=1, changed=(), reconciled=False)], t * S
         )
         p.tick(t * S)
@@ -343,7 +351,7 @@ def test_historical_requests_hold_at_most_five_slots_and_are_released_with_umh()
         low=None,
         bars=(),
     )
-    p.events_received([bars], S)
+    p.apply_events([bars], S)
     frames = p.frames_to_send()
     assert frames[0] == "umh+900" and frames[1].startswith("smh+6+")
     assert p.history_in_flight() == 5
@@ -369,7 +377,7 @@ def test_waiting_for_session_resends_the_session_message_once() -> None:
     p.connection_opened(0, "sess-9")
     p.frames_to_send()
     waiting = Control(kind=ControlKind.WAITING_FOR_SESSION, topic=None, text="waiting for session")
-    p.events_received([waiting, waiting], S)
+    p.apply_events([waiting, waiting], S)
     assert p.frames_to_send() == ['{"session":"sess-9"}']
 
 
@@ -388,19 +396,29 @@ def test_runtime_subscribe_sends_at_once_when_usable_and_replacing_md_resends_sm
 
 def test_reconnect_waits_for_the_backoff_delay() -> None:
     backoff = Backoff(BackoffPolicy(floor_s=2.0, cap_s=30.0), random.Random(0))
-    p = GatewayProtocol(SessionSettings(), (AAPL,), backoff=backoff)
+    p = GatewaySession(SessionSettings(), (AAPL,), backoff=backoff)
     p.connection_opened(0, "s")
     p.connection_lost("closed", 10 * S)
     assert p.reconnect_at_ns == 12 * S
-    assert not p.connect_due(11 * S) and p.connect_due(12 * S)
     assert p.next_deadline() == 12 * S
     p.connect_failed("refused", 12 * S)
     assert p.reconnect_at_ns is not None and 14 * S <= p.reconnect_at_ns <= 16 * S
 
 
-def test_reconcile_outcome_is_published_as_a_lifecycle_event() -> None:
+def test_reconciled_rows_are_published_then_the_outcome_as_a_lifecycle_event() -> None:
     p = make()
-    p.reconcile_finished("g1", orders=3, executions=2, now_ns=S)
-    (event,) = p.events_to_publish()
-    assert event.kind is LifecycleKind.RECONCILED
-    assert event.detail["orders"] == 3 and event.detail["gap_id"] == "g1"
+    order_row = {"acct": "U1", "orderId": 7, "status": "Submitted", "ticker": "AAPL"}
+    p.reconciled("g1", [order_row, order_row], [], S)
+    order, event = p.events_received()
+    assert isinstance(order, Order) and order.reconciled and order.order_id == 7
+    assert isinstance(event, Lifecycle) and event.kind is LifecycleKind.RECONCILED
+    assert event.detail["orders"] == 1 and event.detail["executions"] == 0 and event.detail["gap_id"] == "g1"
+
+
+def test_a_failed_reconcile_is_published_as_a_lifecycle_event_with_the_error() -> None:
+    p = make()
+    p.reconcile_failed(None, "gateway unavailable", S)
+    (event,) = p.events_received()
+    assert isinstance(event, Lifecycle) and event.kind is LifecycleKind.RECONCILED
+    assert event.reason == "gateway unavailable" and event.detail["error"] == "gateway unavailable"
+    assert "gap_id" not in event.detail
