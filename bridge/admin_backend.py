@@ -64,15 +64,16 @@ class BridgeAdmin:
     def _subscription_gauges(self) -> None:
         desired: dict[str, int] = {}
         live: dict[str, int] = {}
-        live_keys = self.session.live_keys()
+        stale: dict[str, int] = {}
+        live_keys, stale_keys = self.session.live_keys(), self.session.stale_keys()
         for sub in self.session.desired():
             desired[sub.channel] = desired.get(sub.channel, 0) + 1
             live[sub.channel] = live.get(sub.channel, 0) + (sub.key in live_keys)
-        usable = self.session.usable
+            stale[sub.channel] = stale.get(sub.channel, 0) + (sub.key in stale_keys)
         for channel, count in desired.items():
             self.metrics.set_subscriptions(channel, "desired", count)
             self.metrics.set_subscriptions(channel, "live", live[channel])
-            self.metrics.set_stale_subscriptions(channel, count - live[channel] if usable else 0)
+            self.metrics.set_stale_subscriptions(channel, stale[channel])
 
     def readiness(self) -> dict[str, bool]:
         return {

@@ -31,6 +31,7 @@ from bridge.delivery.spool import Spool
 from bridge.errors import SinkError
 from bridge.events import Event, EventClass
 from bridge.gateway.connection import ConnectionSettings, GatewayConnection
+from bridge.gateway.oauth import OAuthConsumer, load_key_set
 from bridge.gateway.rest import GatewayRest, RestSettings
 from bridge.ingest.session import GatewaySession
 from bridge.ingest.session_types import SessionSettings
@@ -141,22 +142,31 @@ class Bridge:
             observer=observer,
             on_acked=self._acked,
         )
+        session_config = settings.session.model_dump()
+        if settings.gateway.mode == "oauth" and "reauthenticate" not in settings.session.model_fields_set:
+            session_config["reauthenticate"] = True  # over OAuth only ssodh/init reopens the session
         self.session = GatewaySession(
-            SessionSettings(**settings.session.model_dump()),
+            SessionSettings(**session_config),
             desired_subscriptions(settings, settings.gateway.account),
             normalizer=self.normalizer,
             books_without_account=books_without_account(settings),
         )
         gateway = settings.gateway
         ca_file = str(gateway.ca_file) if gateway.ca_file else None
+        oauth_file = gateway.oauth_file if gateway.mode == "oauth" else None
         self.rest = GatewayRest(
-            RestSettings(base_url=f"{gateway.url}/v1/api", insecure_tls=gateway.insecure_tls, ca_file=ca_file)
+            RestSettings(base_url=f"{gateway.url}/v1/api", insecure_tls=gateway.insecure_tls,
+                         ca_file=ca_file),
+            OAuthConsumer(load_key_set(oauth_file)) if oauth_file is not None else None,
         )
         self.connection = GatewayConnection(
             self.session,
             self.rest,
             self.on_events,
-            ConnectionSettings(ws_url=gateway.ws_url, insecure_tls=gateway.insecure_tls, ca_file=ca_file),
+            ConnectionSettings(
+                ws_url=gateway.ws_url, insecure_tls=gateway.insecure_tls, ca_file=ca_file,
+                compete=gateway.compete, session_id=secret(gateway.session, gateway.session_file),
+            ),
         )
         self.admin = BridgeAdmin(
             settings, self.metrics, self.session, self.connection, self.buffer, self.spool, self.sink,

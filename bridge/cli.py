@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -58,7 +59,7 @@ def _normalize(args: argparse.Namespace) -> int:
     stats = ReplayStats() if args.stats else None
     out = sys.stdout.buffer
     try:
-        for envelopes in replay(read_frames(source), clock, stats=stats):
+        for envelopes in replay(read_frames(source), clock, stats=stats, bars_time_zone=args.bars_time_zone):
             if args.group:
                 out.write(b"[" + b",".join(envelopes) + b"]\n")
             else:
@@ -91,7 +92,21 @@ def _add_normalize(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.add_argument(
         "--epoch-ms", type=int, metavar="MS", help="deterministic receive clock: line N is received at MS+N"
     )
+    parser.add_argument(
+        "--bars-time-zone", type=_zone, default="UTC", metavar="ZONE",
+        help="the zone smh startTime is read in (default UTC, as gateway.bars_time_zone)",
+    )
     parser.set_defaults(command=_normalize)
+
+
+def _zone(name: str) -> tzinfo:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        message = f"not an IANA time zone name: {name!r} (e.g. UTC, America/New_York)"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def _schemas(args: argparse.Namespace) -> int:
@@ -134,6 +149,9 @@ def _summary(settings: Settings, source: str) -> str:
     lines = [
         f"{source}: valid",
         f"  gateway        {settings.gateway.url}  (websocket {settings.gateway.ws_url}, TLS {tls})",
+        f"                 mode {settings.gateway.mode}"
+        + (f", key set {settings.gateway.oauth_file}" if settings.gateway.mode == "oauth" else "")
+        + f", ssodh/init compete {settings.gateway.compete}",
         f"  market data    {len(subs.market_data.conids)} conid(s): {conids}",
         f"                 fields {','.join(subs.market_data.fields)}",
         f"  other topics   {', '.join(topics) or '-'}; summary {subs.account_summary or '-'}; "
@@ -171,6 +189,9 @@ def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
         put("gateway.url", args.gateway)
     if args.gateway_insecure_tls:
         put("gateway.insecure_tls", True)
+    if args.oauth:
+        put("gateway.mode", "oauth")
+        put("gateway.oauth_file", args.oauth)
     if args.sink:
         put("sink.url", args.sink)
     if args.market_data:
@@ -201,10 +222,11 @@ def _run(args: argparse.Namespace) -> int:
 
 async def _serve(settings: Settings) -> int:
     from bridge.app import Bridge
+    from bridge.errors import ConfigError
 
     try:
         bridge = Bridge(settings)
-    except ValueError as exc:
+    except (ValueError, ConfigError) as exc:
         print(f"ibkr-bridge run: {exc}", file=sys.stderr)
         return EXIT_USAGE
     loop = asyncio.get_running_loop()
@@ -231,6 +253,12 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--gateway-insecure-tls",
         action="store_true",
         help="accept the loopback gateway's self-signed certificate (TLS verification off)",
+    )
+    parser.add_argument(
+        "--oauth",
+        metavar="FILE",
+        help="IBKR's Web API over OAuth 1.0a, no gateway: the key set file (oauth.json); "
+        "the gateway URL defaults to https://api.ibkr.com",
     )
     parser.add_argument(
         "--sink", metavar="URL", help="kafka://host:port[,host:port], redis://host:port[/db], stdout://, memory://"

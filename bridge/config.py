@@ -16,11 +16,20 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.errors import ConfigError
 from bridge.ingest.fields import DEFAULT_MARKET_DATA_FIELDS
+from bridge.ingest.subscriptions import CHANNEL_TOPICS
 from bridge.ingest.wire import market_data_target, split_market_data_targets
 
 SMH_MAX_CONCURRENT = 5  # the gateway's limit on concurrent historical requests (reference §2.2)
@@ -32,12 +41,19 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+GATEWAY_URL = "https://localhost:5000"
+WEB_API_URL = "https://api.ibkr.com"  # IBKR's Web API host, the default of `mode: oauth`
+
+
 class GatewaySettings(_Section):
-    url: str = "https://localhost:5000"
+    mode: Literal["gateway", "oauth"] = "gateway"  # oauth: IBKR's Web API over OAuth 1.0a, no gateway
+    url: str = GATEWAY_URL  # default in mode oauth: https://api.ibkr.com
     insecure_tls: bool = False  # only for the loopback gateway's self-signed certificate
     ca_file: Path | None = None
     session: SecretStr | None = None  # tickle session id override; env BRIDGE_GATEWAY__SESSION
     session_file: Path | None = None
+    oauth_file: Path | None = None  # mode oauth: the key set (oauth.json, ibind's OAuth1aConfig names)
+    compete: bool = False  # ssodh/init takes the brokerage session over from another login
     account: str | None = None  # default account for ssd/sld/sbd; else the gateway's selected account
     # smh startTime carries no zone; the live frames read consistently only as UTC
     # (bridge.ingest.normalize.history)
@@ -51,6 +67,13 @@ class GatewaySettings(_Section):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError("must be an IANA time zone name, e.g. UTC or America/New_York") from None
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _web_api_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("mode") == "oauth" and data.get("url") is None:
+            return {**data, "url": WEB_API_URL}
+        return data
 
     @field_validator("url")
     @classmethod
@@ -80,6 +103,23 @@ class SessionConfig(_Section):
     auth_poll_s: float = Field(5.0, gt=0)
     reauthenticate: bool = False
     ssodh_init: bool = True
+    # Subscription channel -> the longest silence expected of it. Beyond it the subscription is
+    # stale: re-subscribed, counted in ibkr_bridge_stale_subscriptions and a gap opened until its
+    # data comes again. Channels left out (orders and executions: event-driven) are never judged.
+    expected_cadence_s: dict[str, float] = Field(default_factory=lambda: {"md": 120.0, "ld": 30.0})
+
+    @field_validator("expected_cadence_s")
+    @classmethod
+    def _cadences(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(CHANNEL_TOPICS))
+        if unknown:
+            known = ", ".join(f"{channel} ({topic})" for channel, topic in CHANNEL_TOPICS.items())
+            raise ValueError(f"unknown channel(s) {', '.join(unknown)}; channels are {known}")
+        not_positive = sorted(channel for channel, seconds in value.items() if not seconds > 0)
+        if not_positive:
+            names = ", ".join(not_positive)
+            raise ValueError(f"{names}: seconds must be > 0 (leave a channel out to never judge it)")
+        return value
 
 
 class MarketDataSubscription(_Section):
@@ -267,6 +307,8 @@ SECRET_KEYS: dict[tuple[str, ...], str] = {
     ("sink", "kafka", "sasl_password"): "BRIDGE_SINK__KAFKA__SASL_PASSWORD or sink.kafka.sasl_password_file",
     ("sink", "redis", "password"): "BRIDGE_SINK__REDIS__PASSWORD or sink.redis.password_file",
     ("admin", "token"): "BRIDGE_ADMIN__TOKEN or admin.token_file",
+    **{("gateway", key): "the OAuth key set file named by gateway.oauth_file (or run --oauth FILE)"
+       for key in ("consumer_key", "access_token", "access_token_secret", "signature_key", "encryption_key")},
 }
 
 
@@ -326,12 +368,21 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
 def _missing_secret_files(settings: Settings) -> list[str]:
     files = {
         "gateway.session_file": settings.gateway.session_file,
+        "gateway.oauth_file": settings.gateway.oauth_file,
         "sink.kafka.sasl_password_file": settings.sink.kafka.sasl_password_file,
         "sink.redis.password_file": settings.sink.redis.password_file,
         "admin.token_file": settings.admin.token_file,
     }
     problems = [f"{name}: {path} does not exist or is not readable" for name, path in files.items()
                 if path is not None and not path.is_file()]  # fmt: skip
+    gateway = settings.gateway
+    if gateway.mode == "oauth" and gateway.oauth_file is None:
+        problems.append("gateway.oauth_file: mode oauth needs the key set file (oauth.json from the OAuth "
+                        "portal's material; BRIDGE_GATEWAY__OAUTH_FILE or run --oauth FILE)")  # fmt: skip
+    if gateway.session is not None and gateway.session_file is not None:
+        problems.append(
+            "gateway.session_file: set either BRIDGE_GATEWAY__SESSION or gateway.session_file, not both"
+        )
     kafka = settings.sink.kafka
     has_password = kafka.sasl_password is not None or kafka.sasl_password_file is not None
     if kafka.sasl_mechanism and not (kafka.sasl_username and has_password):

@@ -131,7 +131,9 @@ class Bars(Event):
 
     TYPE: ClassVar[str] = "com.ibkr.marketdata.bars.v1"
     FAMILY: ClassVar[str] = "bars"
-    CLASS: ClassVar[EventClass] = EventClass.MARKET_DATA
+    # Never conflated: an answer (or an update after it) is not a state that the next one
+    # replaces, and a backlog must not turn a history answer into its latest partial update.
+    CLASS: ClassVar[EventClass] = EventClass.CRITICAL
 
     conid: int
     server_id: str | None

@@ -135,9 +135,12 @@ class EventMeter:
         elif kind is LifecycleKind.AUTHENTICATED:
             m.set_authenticated(True)
             m.set_competing(False)
-        elif kind in (LifecycleKind.UNAUTHENTICATED, LifecycleKind.COMPETING):
+        elif kind is LifecycleKind.COMPETING:
             m.set_authenticated(False)
-            m.set_competing(kind is LifecycleKind.COMPETING)
+            m.set_competing(True)
+        elif kind is LifecycleKind.UNAUTHENTICATED:
+            # Follows COMPETING too: the competing flag stays until the gateway clears it.
+            m.set_authenticated(False)
         else:
             self._gaps_and_subscriptions(event)
         log.info("gateway %s%s", kind.value, f": {event.reason}" if event.reason else "")

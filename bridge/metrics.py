@@ -49,6 +49,7 @@ LAG_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 6
 DELIVERY_CLASSES = tuple(c.value for c in EventClass)
 CONNECT_REASONS = ("startup", "reconnect")
 DEAD_LETTER_SOURCES = ("frame", "record")
+RECONCILED_FAMILIES = ("orders", "executions")
 PUBLISH_ERRORS = ("unavailable", "rejected")
 
 
@@ -99,9 +100,13 @@ class BridgeMetrics:
         self.gateway_connects = c("gateway_connects_total", "Websocket connections opened", ["reason"])
         self.gateway_disconnects = c("gateway_disconnects_total", "Websocket connections lost", ["reason"])
         self.heartbeat_age = g("heartbeat_age_seconds", "Seconds since the last gateway heartbeat")
-        self.subscriptions = g("subscriptions", "Subscriptions by topic family and state", ["topic", "state"])
+        self.subscriptions = g(
+            "subscriptions",
+            "Subscriptions by channel (md, or, ...) and state (desired, live)",
+            ["topic", "state"],
+        )
         self.stale_subscriptions = g(
-            "stale_subscriptions", "Active subscriptions with no frame within stale_after_s", ["topic"]
+            "stale_subscriptions", "Live subscriptions silent beyond session.expected_cadence_s", ["topic"]
         )
         self.resubscribes = c("resubscribes_total", "Subscription requests sent again", ["reason"])
         self.subscriptions_refused = c(
@@ -178,6 +183,8 @@ class BridgeMetrics:
             self.backpressure_wait.labels(**{"class": cls})
         for source in DEAD_LETTER_SOURCES:
             self.dead_letters.labels(source=source)
+        for family in RECONCILED_FAMILIES:
+            self.reconciled_events.labels(family=family)
 
     # ------------------------------------------------------------------ session
 
@@ -207,7 +214,7 @@ class BridgeMetrics:
         self.heartbeat_age.set(age_s)
 
     def set_subscriptions(self, topic: str, state: str, count: int) -> None:
-        """Subscriptions of one topic family in one state (``desired``, ``pending``, ``active``, ...)."""
+        """Subscriptions of one channel (``md``, ``or``, ...) in one state (``desired``, ``live``)."""
         self.subscriptions.labels(topic=topic_family(topic), state=state).set(count)
 
     def set_stale_subscriptions(self, topic: str, count: int) -> None:

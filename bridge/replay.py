@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 
 from bridge.codec import EnvelopeContext
 from bridge.events import Control, DeadLetter, Event, EventClass
@@ -44,9 +45,11 @@ def replay(
     clock_ns: Iterator[int],
     source: str = "urn:ibkr-bridge:replay",
     stats: ReplayStats | None = None,
+    bars_time_zone: tzinfo = UTC,
 ) -> Iterator[list[bytes]]:
-    """For each frame, the structured-mode envelopes of the events it produced."""
-    normalizer = Normalizer()
+    """For each frame, the structured-mode envelopes of the events it produced (``smh`` startTime
+    read in ``bars_time_zone``, as ``run`` reads it in ``gateway.bars_time_zone``)."""
+    normalizer = Normalizer(bars_time_zone)
     router, envelope = Router(publish_internal=True), EnvelopeContext(source=source)
     pipeline = Pipeline(router, envelope, normalizer.forget_quote)
     for frame in frames:

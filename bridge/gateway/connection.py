@@ -27,13 +27,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from bridge.errors import GatewayError, GatewayUnavailable
 from bridge.events import Event
+from bridge.gateway.oauth import WS_USER_AGENT
 from bridge.gateway.tls import build_ssl
 from bridge.ingest.session import GatewaySession
 from bridge.ingest.session_types import (
@@ -168,6 +169,8 @@ class ConnectionSettings:
     reconcile_trades_days: int | None = None
     max_timer_sleep_s: float = 1.0  # bound on how late a newly earlier deadline is noticed
     max_batch_frames: int = 256  # frames handled before the reader yields to the other tasks
+    compete: bool = False  # ssodh/init takes the brokerage session over from another login
+    session_id: str | None = field(default=None, repr=False)  # overrides the /tickle session id
 
 
 class GatewayConnection:
@@ -259,7 +262,7 @@ class GatewayConnection:
             async with asyncio.timeout(settings.open_timeout_s):
                 transport, inbox = await ws_connect(
                     lambda: _Inbox(settings.max_frame_bytes, settings.max_queued_frames),
-                    settings.ws_url,
+                    self._ws_url(),
                     ssl_context=self._ssl,
                     websocket_handshake_timeout=settings.open_timeout_s,
                     enable_auto_ping=ping_s is not None,
@@ -271,7 +274,7 @@ class GatewayConnection:
                     logger_name="gateway.ws",
                 )
         except (GatewayError, OSError, TimeoutError, WSError) as exc:
-            reason = f"connect failed: {type(exc).__name__}: {exc}"
+            reason = self._redact(f"connect failed: {type(exc).__name__}: {exc}")
             log.warning("gateway %s", reason)
             self.session.connect_failed(reason, self.clock_ns())
             await self._flush()
@@ -283,9 +286,11 @@ class GatewayConnection:
         """``/tickle`` -> session id; make sure the brokerage session is up; accounts pre-flight."""
         tickle = await self.rest.tickle()
         auth = await self.rest.auth_status()
-        if not auth.usable and self.session.settings.ssodh_init:
-            log.info("gateway brokerage session not authenticated; calling ssodh/init")
-            await self.rest.ssodh_init()
+        if not auth.usable and (self.session.settings.ssodh_init or self.rest.oauth is not None):
+            log.info("gateway brokerage session not authenticated; calling ssodh/init (compete %s)",
+                     self.settings.compete)  # fmt: skip
+            await self.rest.ssodh_init(compete=self.settings.compete)
+            auth = await self.rest.auth_status()
         waited_s = 0.0
         while not auth.usable:
             if waited_s >= self.settings.auth_wait_s:
@@ -296,11 +301,27 @@ class GatewayConnection:
         _, selected = await self.rest.account_list()
         if selected is not None:
             self.session.account_listed(selected, self.clock_ns())
-        return tickle.session_id
+        return self.settings.session_id or tickle.session_id
+
+    def _ws_url(self) -> str:
+        """The socket's URL; over OAuth it carries the access token as ``oauth_token``."""
+        oauth = self.rest.oauth
+        if oauth is None:
+            return self.settings.ws_url
+        return f"{self.settings.ws_url}?oauth_token={oauth.access_token}"
 
     def _headers(self, session_id: str | None) -> dict[str, str]:
-        cookie = self.rest.cookie_header(session_id)
-        return {"Cookie": cookie} if cookie else {}
+        # an explicit session override is the only session presented (not the REST jar's own)
+        cookie = self.rest.cookie_header(session_id, with_jar=self.settings.session_id is None)
+        headers = {"Cookie": cookie} if cookie else {}
+        if self.rest.oauth is not None:
+            headers["User-Agent"] = WS_USER_AGENT
+        return headers
+
+    def _redact(self, text: str) -> str:
+        oauth, session = self.rest.oauth, self.settings.session_id
+        text = oauth.redact(text) if oauth is not None else text
+        return text.replace(session, "***") if session else text
 
     # ------------------------------------------------------------------------------ serving
 
@@ -318,7 +339,7 @@ class GatewayConnection:
             self._ws = None
             ws.disconnect()  # no-op unless this task is being cancelled
             await asyncio.gather(timers, return_exceptions=True)
-            reason = self._close_reason or await self._closed_how(ws)
+            reason = self._redact(self._close_reason or await self._closed_how(ws))
             self.session.connection_lost(reason, self.clock_ns())
             self.session.frames_to_send()  # nothing may be written to a dead socket
             await self._flush()
@@ -392,7 +413,7 @@ class GatewayConnection:
         elif isinstance(action, PollAuthStatus):
             self._background(action, self._poll_auth())
         elif isinstance(action, Reauthenticate):
-            self._background(action, self._rest_call(self.rest.reauthenticate(), "reauthenticate"))
+            self._background(action, self._rest_call(self._reauthenticate(), "reauthenticate"))
         elif isinstance(action, Reconcile):
             self._background(action, self._reconcile(action))
 
@@ -431,6 +452,14 @@ class GatewayConnection:
             await call
         except GatewayError as exc:
             log.warning("gateway %s failed: %s", name, exc)
+
+    async def _reauthenticate(self) -> None:
+        """The gateway's ``/iserver/reauthenticate``; over OAuth the brokerage session is reopened
+        with ``ssodh/init`` (the Web API's way back in)."""
+        if self.rest.oauth is not None:
+            await self.rest.ssodh_init(compete=self.settings.compete)
+        else:
+            await self.rest.reauthenticate()
 
     async def _poll_auth(self) -> None:
         try:

@@ -11,11 +11,13 @@ certificate); ``ca_file`` pins a CA instead.
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 import logging
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -23,6 +25,10 @@ from yarl import URL
 
 from bridge.errors import GatewayRejected, GatewayUnavailable
 from bridge.gateway.tls import build_ssl
+from bridge.oauth1a import LST_ENDPOINT
+
+if TYPE_CHECKING:
+    from bridge.gateway.oauth import OAuthConsumer
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +80,17 @@ class TickleResult:
 
 
 class GatewayRest:
-    """One REST session against the gateway; cookies it receives are kept for the websocket."""
+    """One REST session against the gateway; cookies it receives are kept for the websocket.
 
-    def __init__(self, settings: RestSettings | None = None) -> None:
+    With an :class:`~bridge.gateway.oauth.OAuthConsumer` (the Web API over OAuth 1.0a) every call
+    is signed with the live session token, which is requested first, replaced before it expires,
+    and regenerated once when a call answers 401.
+    """
+
+    def __init__(self, settings: RestSettings | None = None, oauth: OAuthConsumer | None = None) -> None:
         self.settings = settings or RestSettings()
+        self.oauth = oauth
+        self._lst_lock: asyncio.Lock | None = None
         self._base = URL(self.settings.base_url.rstrip("/"))
         self._ssl: ssl.SSLContext | bool = (
             build_ssl(self.settings.insecure_tls, self.settings.ca_file)
@@ -107,13 +120,17 @@ class GatewayRest:
             await self._session.close()
             self._session = None
 
-    def cookie_header(self, session_id: str | None) -> str | None:
-        """Cookies for the websocket upgrade: the REST session's, plus ``api`` from ``/tickle``."""
+    def cookie_header(self, session_id: str | None, with_jar: bool = True) -> str | None:
+        """Cookies for the websocket upgrade: the REST session's (unless ``with_jar`` is False), plus
+        ``api`` from ``/tickle`` (the gateway's ``{"session": id}`` form; the Web API over OAuth
+        takes the raw id)."""
         parts: list[str] = []
-        if self._session is not None:
+        if self._session is not None and with_jar:
             jar = self._session.cookie_jar.filter_cookies(self._base)
             parts.extend(f"{name}={morsel.value}" for name, morsel in jar.items() if name != "api")
-        if session_id:
+        if session_id and self.oauth is not None:
+            parts.append(f"api={session_id}")
+        elif session_id:
             parts.append("api=" + orjson.dumps({"session": session_id}).decode())
         return "; ".join(parts) or None
 
@@ -130,7 +147,7 @@ class GatewayRest:
     async def auth_status(self) -> AuthState:
         return AuthState.from_json(await self._call("POST", "/iserver/auth/status"))
 
-    async def ssodh_init(self, compete: bool = True, publish: bool = True) -> AuthState:
+    async def ssodh_init(self, compete: bool = False, publish: bool = True) -> AuthState:
         """Open the brokerage session (``compete`` takes it over from another login)."""
         body = {"compete": compete, "publish": publish}
         return AuthState.from_json(await self._call("POST", "/iserver/auth/ssodh/init", json=body))
@@ -138,12 +155,9 @@ class GatewayRest:
     async def reauthenticate(self) -> None:
         await self._call("POST", "/iserver/reauthenticate")
 
-    async def accounts(self) -> list[str]:
-        """The ``/iserver/accounts`` pre-flight (required before market data and orders)."""
-        return (await self.account_list())[0]
-
     async def account_list(self) -> tuple[list[str], str | None]:
-        """``/iserver/accounts``: the accounts and the selected one (the first when none is named)."""
+        """The ``/iserver/accounts`` pre-flight (required before market data and orders): the
+        accounts and the selected one (the first when none is named)."""
         body = await self._call("GET", "/iserver/accounts")
         listed = body.get("accounts") if isinstance(body, Mapping) else None
         accounts = [a for a in listed if isinstance(a, str)] if isinstance(listed, list) else []
@@ -173,8 +187,51 @@ class GatewayRest:
         json: Mapping[str, Any] | None = None,
     ) -> Any:
         url = self._base.with_path(self._base.path + path)
+        oauth = self.oauth
+        if oauth is None:
+            return await self._send(method, path, url, params, json, None)
+        for attempt in range(2):
+            await self._ensure_lst()
+            used, header = oauth.lst, oauth.sign(method, str(url), params or {})
+            try:
+                return await self._send(method, path, url, params, json, header)
+            except GatewayUnavailable as exc:
+                if attempt or not str(exc).startswith(f"{method} {path}: HTTP 401"):
+                    raise
+                log.warning("gateway %s %s: HTTP 401; requesting a new live session token", method, path)
+                oauth.rejected(used)
+        raise AssertionError("unreachable")
+
+    async def _ensure_lst(self) -> None:
+        """A live session token that is not about to expire (one request at a time)."""
+        oauth = self.oauth
+        assert oauth is not None
+        if self._lst_lock is None:
+            self._lst_lock = asyncio.Lock()
+        async with self._lst_lock:
+            if not oauth.needs_lst():
+                return
+            url = self._base.with_path(self._base.path + LST_ENDPOINT)
+            challenge, header = oauth.lst_request(str(url))
+            body = await self._send("POST", LST_ENDPOINT, url, None, None, header)
+            oauth.lst_received(challenge, body)
+            log.info("gateway live session token obtained (expires %s)",
+                     _iso_ms(oauth.lst.expires_ms if oauth.lst else 0))  # fmt: skip
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        url: URL,
+        params: Mapping[str, str] | None,
+        json: Mapping[str, Any] | None,
+        authorization: str | None,
+    ) -> Any:
+        headers = {"Authorization": authorization} if authorization is not None else None
         try:
-            async with self._client().request(method, url, params=params, json=json, ssl=self._ssl) as resp:
+            async with self._client().request(
+                method, url, params=params, json=json, ssl=self._ssl, headers=headers
+            ) as resp:
                 payload = await resp.read()
                 if resp.status >= 400:
                     raise _status_error(method, path, resp.status, payload)
@@ -186,6 +243,10 @@ class GatewayRest:
             return orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
             raise GatewayUnavailable(f"{method} {path}: response is not JSON: {payload[:200]!r}") from exc
+
+
+def _iso_ms(ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat(timespec="seconds")
 
 
 def _status_error(method: str, path: str, status: int, payload: bytes) -> Exception:

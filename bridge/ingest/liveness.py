@@ -57,6 +57,10 @@ class LiveSubscriptions:
     def live_keys(self) -> frozenset[str]:
         return frozenset(self._live)
 
+    def stale_keys(self) -> frozenset[str]:
+        """Live subscriptions silent beyond their channel's expected cadence (until data comes)."""
+        return frozenset(key for key, live in self._live.items() if live.stale)
+
     def socket_lost(self) -> None:
         """The socket is gone: one-shot history requests in flight go back to the queue; bars
         subscriptions die with the socket (reference §6.3) and are replayed from the desired set."""
@@ -105,7 +109,9 @@ class LiveSubscriptions:
                 frames += self.history.cancel(old.key)
             elif sub.channel != "md":
                 frames.append(old.unsubscribe)
-        frame = self._send(sub, now_ns)
+        # A replaced subscription keeps its silence clock: only data proves it alive.
+        live = self._live.get(sub.key)
+        frame = self._send(sub, now_ns, live.quiet_since_ns, live.stale) if live else self._send(sub, now_ns)
         frames += [frame] if frame else self.history.send(now_ns)
         return frames, old
 
@@ -123,29 +129,31 @@ class LiveSubscriptions:
             self._pending_unsub[key] = sub.unsubscribe
         return True, []
 
-    def saw_event(self, event: Event, now_ns: int) -> None:
-        """Data arrived: the subscription it belongs to is alive."""
+    def saw_event(self, event: Event, now_ns: int) -> bool:
+        """Data arrived: the subscription it belongs to is alive. True when it had been stale."""
         key = self.desired.key_for(event)
-        if key is not None:
-            self._saw(key, now_ns)
+        return key is not None and self._saw(key, now_ns)
 
-    def saw_quotes(self, quotes: Sequence[Quote], now_ns: int) -> None:
+    def saw_quotes(self, quotes: Sequence[Quote], now_ns: int) -> bool:
         """``saw_event`` for a run of quotes, each conid looked up once; a combo is watched by its
-        full target (``subscriptions.watch_key``)."""
-        by_watch = self.desired.key_for_watch
+        full target (``subscriptions.watch_key``). True when one of them had been stale."""
+        by_watch, resumed = self.desired.key_for_watch, False
         watched = {f"md:{conid}" for conid in {quote.conid for quote in quotes}}
         if self.desired.has_combos:
             watched.update(f"md:{q.conid_ex}" for q in quotes if q.conid_ex and is_combo(q.conid_ex))
         for watch in watched:
             key = by_watch(watch)
             if key is not None:
-                self._saw(key, now_ns)
+                resumed |= self._saw(key, now_ns)
+        return resumed
 
-    def _saw(self, key: str, now_ns: int) -> None:
+    def _saw(self, key: str, now_ns: int) -> bool:
         live = self._live.get(key)
-        if live is not None:
-            live.quiet_since_ns = now_ns
-            live.stale = False
+        if live is None:
+            return False
+        live.quiet_since_ns = now_ns
+        was_stale, live.stale = live.stale, False
+        return was_stale
 
     def request_history(self, request: HistoryRequest, now_ns: int, usable: bool) -> list[str]:
         """Queue a one-shot ``smh``; the frames of those that fit a free slot now (none unless usable)."""

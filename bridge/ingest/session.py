@@ -17,7 +17,8 @@ on the socket means reconnect; silence on a subscription means resubscribe;
 slots and every answer is released with ``umh``; every disconnect or auth loss
 while usable opens a gap that the next recovery closes, followed by a reconcile
 request; executions the socket replays from before that recovery are marked
-reconciled, like the REST copies.
+reconciled, like the REST copies. A subscription silent beyond its channel's
+expected cadence opens a gap too, closed once no subscription is silent.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ from bridge.ingest.subscriptions import HistoryRequest, Subscription
 from bridge.ingest.timers import SocketTimers
 
 log = logging.getLogger(__name__)
+
+
+SILENCE = "silent"  # the first word of a silence gap's reason (its metrics label)
 
 
 def _ns(seconds: float) -> int:
@@ -125,6 +129,9 @@ class GatewaySession:
 
     def live_keys(self) -> frozenset[str]:
         return self._subs.live_keys()
+
+    def stale_keys(self) -> frozenset[str]:
+        return self._subs.stale_keys()
 
     def history_in_flight(self) -> int:
         return self._subs.history.in_flight
@@ -212,7 +219,8 @@ class GatewaySession:
             return
         self._timers.frame_received(now_ns)
         if self.usable:
-            self._subs.saw_quotes(out[start:], now_ns)  # type: ignore[arg-type]
+            if self._subs.saw_quotes(out[start:], now_ns):  # type: ignore[arg-type]
+                self._close_silence_gap(now_ns)
             self.backoff.healthy(now_ns)
 
     def apply_events(self, events: Iterable[Event], now_ns: int) -> None:
@@ -240,8 +248,8 @@ class GatewaySession:
             if self._session_id and not self._session_resent and not self.usable:
                 self._session_resent = True
                 self._outbox.append(wire.session(self._session_id))
-        elif self.usable:
-            self._subs.saw_event(event, now_ns)
+        elif self.usable and self._subs.saw_event(event, now_ns):
+            self._close_silence_gap(now_ns)
 
     def _on_auth_status(self, status: AuthStatus, now_ns: int) -> None:
         if status.authenticated is not None:
@@ -272,11 +280,7 @@ class GatewaySession:
         self._emit(LifecycleKind.AUTHENTICATED, now_ns, reason)
         self._outbox.extend(self._subs.replay_all(now_ns))
         self._emit(LifecycleKind.RESUBSCRIBED, now_ns, detail={"subscriptions": len(self._subs.desired)})
-        gap = self._gaps.close()
-        if gap is not None:
-            self._emit(LifecycleKind.GAP_END, now_ns, gap.reason, gap=gap)
-            self._reconcile(Reconcile(gap.gap_id, gap.started_ns // NS_PER_MS), now_ns)
-        elif self.session_epoch == 1 and self.settings.reconcile_on_start:
+        if not self._close_gap(now_ns) and self.session_epoch == 1 and self.settings.reconcile_on_start:
             self._reconcile(Reconcile(None, None), now_ns)
 
     def _become_unusable(self, now_ns: int, reason: str) -> None:
@@ -300,6 +304,21 @@ class GatewaySession:
         gap = self._gaps.open(reason, now_ns)
         if gap is not None:
             self._emit(LifecycleKind.GAP_START, now_ns, reason, gap=gap)
+
+    def _close_gap(self, now_ns: int) -> bool:
+        """Close the open gap (reported, then reconciled); False when none was open."""
+        gap = self._gaps.close()
+        if gap is None:
+            return False
+        self._emit(LifecycleKind.GAP_END, now_ns, gap.reason, gap=gap)
+        self._reconcile(Reconcile(gap.gap_id, gap.started_ns // NS_PER_MS), now_ns)
+        return True
+
+    def _close_silence_gap(self, now_ns: int) -> None:
+        """A gap opened by silence closes once no live subscription is silent."""
+        gap = self._gaps.current
+        if gap is not None and gap.reason.startswith(SILENCE) and not self._subs.stale_keys():
+            self._close_gap(now_ns)
 
     def _request_reconnect(self, reason: str) -> None:
         if not self._closing and self.state is not SessionState.DISCONNECTED:
@@ -330,6 +349,7 @@ class GatewaySession:
         """Drop a desired subscription; returns whether it was desired."""
         found, frames = self._subs.drop(key)
         self._outbox.extend(frames)
+        self._close_silence_gap(now_ns)
         return found
 
     def request_history(self, request: HistoryRequest, now_ns: int) -> None:
@@ -367,12 +387,14 @@ class GatewaySession:
             self._check_subscriptions(now_ns)
 
     def _check_subscriptions(self, now_ns: int) -> None:
-        """Silent beyond its cadence: resubscribe; report once per silent stretch."""
+        """Silent beyond its cadence: resubscribe; report once per silent stretch, which opens a
+        gap (data may be missing) that closes when data comes again."""
         frames, silent = self._subs.check(now_ns)
         for quiet in silent:
             if quiet.first:
-                reason = f"silent for {quiet.silent_s:.1f} s"
+                reason = f"{SILENCE} for {quiet.silent_s:.1f} s"
                 self._emit(LifecycleKind.STALE, now_ns, reason, detail={"subscription": quiet.key})
+                self._open_gap(f"{SILENCE}: {quiet.key} for {quiet.silent_s:.1f} s", now_ns)
         self._outbox.extend(frames)
 
     def _expire_history(self, now_ns: int) -> None:

@@ -31,6 +31,9 @@ from bridge.events import (
 )
 from bridge.ingest import wire
 
+# Subscription channel -> the gateway topic that opens it.
+CHANNEL_TOPICS = {"md": "smd", "or": "sor", "tr": "str", "pl": "spl", "sd": "ssd", "ld": "sld", "bd": "sbd"}
+
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
@@ -211,10 +214,6 @@ class HistorySlots:
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
-
-    def open_server_ids(self) -> dict[str, str]:
-        """serverId -> subscription key, for the streaming subscriptions held open."""
-        return dict(self._open)
 
     def add(self, request: HistoryRequest) -> None:
         self._queue.append(request)

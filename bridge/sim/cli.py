@@ -51,6 +51,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add("--rest-rate-limit", type=int, default=None, help="REST requests/s before HTTP 429 (gateway: 10)")
     add("--account", default="DU1234567", help="the simulated account id")
     add("--seed", type=int, default=None, help="random seed for quotes and ids")
+    add("--oauth", type=Path, default=None, metavar="DIR",
+        help="serve IBKR's Web API over OAuth 1.0a; a test consumer's key set is written to DIR first")
+    add("--lst-ttl-s", type=float, default=86_400.0, help="OAuth live session token lifetime (default 86400)")
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
@@ -63,7 +66,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         bars_shape=args.bars_shape, bars_update_s=args.bars_update_s,
         rate=args.rate, order_confirmation=not args.no_order_confirmation, order_step_s=args.order_step_s,
         fill_parts=args.fill_parts, rest_rate_limit=args.rest_rate_limit, seed=args.seed,
-        scenario=args.scenario,
+        scenario=args.scenario, oauth_dir=args.oauth, lst_ttl_s=args.lst_ttl_s,
     )
 
 
@@ -73,6 +76,10 @@ async def _serve(config: SimConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with GatewaySimulator(config) as sim:
+        if sim.oauth_file is not None:
+            print(f"oauth {sim.oauth_file}", flush=True)
+        if sim.cert_file is not None:
+            print(f"certificate {sim.cert_file}", flush=True)
         print(f"rest {sim.base_url}", flush=True)
         print(f"websocket {sim.ws_url}", flush=True)
         print(f"control {sim.origin}/sim/faults {sim.origin}/sim/stats {sim.origin}/sim/record", flush=True)

@@ -46,3 +46,5 @@ class SimConfig:
     str_history_days: int = 7
     seed: int | None = None
     scenario: Path | None = None
+    oauth_dir: Path | None = None  # the Web API over OAuth 1.0a: the test consumer's key set lives here
+    lst_ttl_s: float = 86_400.0  # live session token lifetime (OAuth mode)

@@ -79,7 +79,7 @@ class SimConnection:
         gateway = self.gateway
         if self.closed or self._transport.is_closing():
             return
-        if gateway.is_stalled():
+        if gateway.is_stalled() or (gateway.silent_until and gateway.is_silent(kind)):
             gateway.suppressed[kind] += 1
             return
         if opcode is None:
@@ -158,6 +158,7 @@ class SimConnection:
 
     def _on_session_message(self, msg: ClientMessage, text: str) -> None:
         if not self.authenticated:
+            self.gateway.sessions_presented.append(("message", msg.session))
             if msg.session is not None and msg.session == self.gateway.session_id:
                 self.open_session()
             return  # no echo, no error: wrong ids just leave the socket waiting

@@ -12,6 +12,9 @@ Faults (parameters, defaults):
 - ``competing`` (duration_s=5): ``sts`` competing:true, REST ``competing:true``; recovery as above.
 - ``nightly_reset`` (duration_s=2): ``sts`` false, every socket closed with 1000, upgrades and
   ``/iserver`` calls answer 503 for ``duration_s``; afterwards new ``server_id`` values.
+- ``silence`` (topics=["smd"], duration_s=None): the socket, heartbeats and every other topic go on,
+  but nothing is sent on ``topics`` (as when the gateway stops a stream without a word) until
+  ``duration_s`` passes or ``clear``; frames due are dropped.
 - ``refuse_upgrade`` (count=1, status=401): refuse the next ``count`` websocket upgrades.
 - ``malformed`` (kind, connection): one frame of ``invalid_utf8`` (byte 0x99 in a text frame),
   ``truncated_json``, ``unknown_topic`` or ``no_accounts`` (``{"error":"No accounts",...}``), or
@@ -21,6 +24,9 @@ Faults (parameters, defaults):
   distinct conids are refused (invented behaviour: the real socket's answer is unknown).
 - ``slow_reader`` (limit_bytes=1 MiB, flood_frames=50000, grace_s=1, duration_s=30): flood every
   socket, then abort (no close frame) any socket whose unread backlog stays above ``limit_bytes``.
+- ``lst_expire``: (OAuth mode) every live session token issued so far expires now; signed calls
+  answer 401 ``live session token expired`` until the client gets a new one.
+- ``ssodh_error`` (count=1): the next ``count`` ``ssodh/init`` calls answer 500.
 - ``clear``: undo every switch and restore authentication.
 
 Scenario file (JSON or YAML): a list (or ``{"faults": [...]}``) of ``{"at_s": 5, "fault": ..., ...}``.
@@ -135,6 +141,16 @@ async def _nightly_reset(gateway: Gateway, params: Params) -> Params:
     return {}
 
 
+async def _silence(gateway: Gateway, params: Params) -> Params:
+    topics = params.get("topics", ["smd"])
+    if not isinstance(topics, list) or not topics or not all(isinstance(t, str) for t in topics):
+        raise FaultError('topics must be a non-empty list of topic names, e.g. ["smd", "sld"]')
+    duration = _number(params, "duration_s", None)
+    until = time.monotonic() + (duration if duration is not None else 1e12)
+    gateway.silent_until.update(dict.fromkeys(topics, until))
+    return {"topics": topics, "until_s": duration}
+
+
 async def _refuse_upgrade(gateway: Gateway, params: Params) -> Params:
     status = int(_number(params, "status", 401) or 401)
     if status not in (401, 503):
@@ -208,10 +224,22 @@ async def _slow_reader_watch(gateway: Gateway, grace_s: float, duration_s: float
     gateway.slow_reader_limit = None
 
 
+async def _lst_expire(gateway: Gateway, params: Params) -> Params:
+    if gateway.oauth is None:
+        raise FaultError("lst_expire needs the OAuth mode (sim --oauth DIR)")
+    return {"expired": gateway.oauth.expire_all()}
+
+
+async def _ssodh_error(gateway: Gateway, params: Params) -> Params:
+    gateway.ssodh_errors = int(_number(params, "count", 1) or 0)
+    return {"count": gateway.ssodh_errors}
+
+
 async def _clear(gateway: Gateway, params: Params) -> Params:
     gateway.stall_until = gateway.binary_until = gateway.refuse_until = 0.0
     gateway.refuse_count = 0
     gateway.line_limit = gateway.slow_reader_limit = None
+    gateway.silent_until.clear()
     recover(gateway)
     return {}
 
@@ -220,6 +248,7 @@ FAULTS: dict[str, Callable[[Gateway, Params], Awaitable[Params]]] = {
     "drop": _drop,
     "abort": _abort,
     "stall": _stall,
+    "silence": _silence,
     "auth_loss": _auth_loss,
     "competing": _competing,
     "nightly_reset": _nightly_reset,
@@ -227,6 +256,8 @@ FAULTS: dict[str, Callable[[Gateway, Params], Awaitable[Params]]] = {
     "malformed": _malformed,
     "line_limit": _line_limit,
     "slow_reader": _slow_reader,
+    "lst_expire": _lst_expire,
+    "ssodh_error": _ssodh_error,
     "clear": _clear,
 }
 

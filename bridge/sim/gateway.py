@@ -14,7 +14,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.sim import frames
 from bridge.sim.account import AccountState, history_frame, history_update, ladder_frame
@@ -22,6 +22,9 @@ from bridge.sim.config import SimConfig
 from bridge.sim.connection import MdSub, SimConnection
 from bridge.sim.market import QuoteState, combo_values, instrument, md_frame
 from bridge.sim.orders import Element, OrderEngine
+
+if TYPE_CHECKING:
+    from bridge.sim.oauth import SimOAuth
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,13 @@ class Gateway:
         self.rng = random.Random(config.seed)
         self.session_id = secrets.token_hex(16)
         self.internal_session_id = self._new_internal_session()
-        self.authenticated = True
+        # over OAuth no brokerage session exists until POST /iserver/auth/ssodh/init
+        self.oauth: SimOAuth | None = None
+        self.brokerage_open = config.oauth_dir is None
+        self.ssodh_errors = 0  # fault: the next ssodh/init calls answer 500
+        self.upgrade_agents: Counter[str] = Counter()
+        self.sessions_presented: list[tuple[str, str | None]] = []  # ("cookie" | "message", session id)
+        self.authenticated = self.brokerage_open
         self.competing = False
         self.accounts_listed = False
         self.sor_suppressed = False
@@ -54,6 +63,7 @@ class Gateway:
         self.line_limit: int | None = None
         self.line_limit_mode = "error"
         self.slow_reader_limit: int | None = None
+        self.silent_until: dict[str, float] = {}  # topic -> monotonic time its silence ends
         self._server_epoch = self.rng.randint(0, 20)
         self._server_ids: dict[int, str] = {}
         self._smh: dict[str, tuple[int, int]] = {}  # serverId -> (connection id, conid)
@@ -103,6 +113,10 @@ class Gateway:
     # ----------------------------------------------------------------------------- state queries
     def is_stalled(self) -> bool:
         return self.stall_until > 0 and time.monotonic() < self.stall_until
+
+    def is_silent(self, topic: str) -> bool:
+        until = self.silent_until.get(topic)
+        return until is not None and time.monotonic() < until
 
     def binary_frames(self) -> bool:
         return self.binary_until > 0 and time.monotonic() < self.binary_until
@@ -319,4 +333,7 @@ class Gateway:
             "rest_throttled": self.rest_throttled,
             "orders": len(self.orders.record.orders),
             "executions": len(self.orders.record.executions),
+            "brokerage_open": self.brokerage_open,
+            "upgrade_user_agents": dict(self.upgrade_agents),
+            **({"oauth": self.oauth.stats()} if self.oauth is not None else {}),
         }

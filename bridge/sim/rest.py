@@ -56,6 +56,8 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
     if sub.startswith("/iserver") and not sub.startswith(_OPEN_ISERVER):
         if gateway.refuse_until and time.monotonic() < gateway.refuse_until:
             return _json({"error": "Service Unavailable", "statusCode": 503}, 503)
+        if not gateway.brokerage_open:  # the Web API before ssodh/init
+            return _json({"error": "Bad Request: no bridge", "statusCode": 400}, 400)
         if not gateway.authenticated:
             return _json({"error": "not authenticated", "statusCode": 401}, 401)
     return await handler(request)
@@ -86,6 +88,10 @@ async def auth_status(request: web.Request) -> web.Response:
 
 async def ssodh_init(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
+    if gateway.ssodh_errors > 0:
+        gateway.ssodh_errors -= 1
+        return _json({"error": "Internal Server Error", "statusCode": 500}, 500)
+    gateway.brokerage_open = True
     recover(gateway)
     return _json({"authenticated": True, "competing": False, "connected": True, "message": ""})
 

@@ -36,6 +36,8 @@ from bridge.sim.config import SimConfig
 from bridge.sim.connection import SimConnection
 from bridge.sim.faults import apply_fault, load_scenario, run_scenario
 from bridge.sim.gateway import Gateway
+from bridge.sim.oauth import SimOAuth, ensure_consumer
+from bridge.sim.oauth_http import OAUTH, oauth_gate, upgrade_refusal
 from bridge.sim.orders import SimRecord
 from bridge.sim.tls import self_signed_context
 
@@ -61,6 +63,12 @@ def session_from_cookies(header: str) -> str | None:
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     gateway = request.app[rest.GATEWAY]
+    gateway.upgrade_agents[request.headers.get("User-Agent", "")] += 1
+    if gateway.oauth is not None:
+        why = upgrade_refusal(request, gateway.oauth, gateway.session_id)
+        if why is not None:
+            gateway.refused_upgrades += 1
+            return web.json_response({"error": f"Unauthorized: {why}", "statusCode": 401}, status=401)
     refusal = gateway_upgrade_refusal(gateway)
     if refusal is not None:
         gateway.refused_upgrades += 1
@@ -71,7 +79,9 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     conn = SimConnection(next(_conn_ids), ws, gateway)
     gateway.add(conn)
     try:
-        cookie_ok = session_from_cookies(request.headers.get("Cookie", "")) == gateway.session_id
+        presented = session_from_cookies(request.headers.get("Cookie", ""))
+        gateway.sessions_presented.append(("cookie", presented))
+        cookie_ok = presented == gateway.session_id
         if cookie_ok or not gateway.config.require_session:
             conn.open_session()
         else:
@@ -138,16 +148,37 @@ class GatewaySimulator:
     async def apply_fault(self, name: str, **params: Any) -> dict[str, Any]:
         return await apply_fault(self.gateway, name, params)
 
+    @property
+    def oauth_file(self) -> Path | None:
+        """OAuth mode: the key set for clients (``oauth.json``)."""
+        return self.config.oauth_dir / "oauth.json" if self.config.oauth_dir else None
+
+    @property
+    def cert_file(self) -> Path | None:
+        """OAuth mode: the TLS certificate (loopback, self-signed) for clients to trust."""
+        directory = self.config.oauth_dir
+        return directory / "tls" / "cert.pem" if directory is not None and self.config.tls else None
+
     def build_app(self) -> web.Application:
-        app = web.Application(middlewares=[rest.gate], client_max_size=1 << 20)
+        oauth = self.gateway.oauth
+        middlewares = [oauth_gate, rest.gate] if oauth is not None else [rest.gate]
+        app = web.Application(middlewares=middlewares, client_max_size=1 << 20)
         app[rest.GATEWAY] = self.gateway
+        if oauth is not None:
+            app[OAUTH] = oauth
         app.router.add_get("/v1/api/ws", ws_handler)
         rest.add_routes(app)
         return app
 
     async def start(self) -> None:
         ssl_context: ssl.SSLContext | None = None
-        if self.config.tls:
+        oauth_dir = self.config.oauth_dir
+        if oauth_dir is not None:
+            self.gateway.oauth = SimOAuth(ensure_consumer(oauth_dir), self.config.lst_ttl_s)
+        if self.config.tls and oauth_dir is not None:
+            (oauth_dir / "tls").mkdir(parents=True, exist_ok=True)
+            ssl_context = self_signed_context(oauth_dir / "tls", self.config.host)
+        elif self.config.tls:
             self._tmp = tempfile.TemporaryDirectory(prefix="ibkr-sim-")
             ssl_context = self_signed_context(Path(self._tmp.name), self.config.host)
         scenario = load_scenario(self.config.scenario) if self.config.scenario else None

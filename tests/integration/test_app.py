@@ -91,6 +91,51 @@ async def test_readyz_follows_an_auth_loss_and_its_recovery(running: tuple[Bridg
     assert (await get(bridge, "/readyz"))[0] == 200
 
 
+async def test_the_competing_gauge_stays_up_for_the_whole_competing_session(
+    running: tuple[Bridge, MemorySink], sim: GatewaySimulator
+) -> None:
+    bridge, _ = running
+    await eventually(lambda: bridge.session.usable)
+    await sim.apply_fault("competing", duration_s=3.0)
+    await eventually(lambda: not bridge.session.usable, timeout_s=5)
+    samples = []
+    while not bridge.session.usable:  # polled like a scrape, until the session recovers
+        text = (await get(bridge, "/metrics"))[1]
+        samples.append((metric(text, "ibkr_bridge_gateway_competing"), metric(text, "ibkr_bridge_gateway_authenticated")))
+        await asyncio.sleep(0.2)
+    assert len(samples) >= 5 and set(samples) == {(1.0, 0.0)}
+    await eventually(lambda: metric(bridge.admin.render_metrics().decode(), "ibkr_bridge_gateway_competing") == 0)
+
+
+async def test_a_silent_subscription_counts_as_stale_and_holds_a_gap_open_until_data_comes(
+    sim: GatewaySimulator, tmp_path: Path
+) -> None:
+    settings = settings_for(sim, tmp_path, session={"stale_after_s": 30, "expected_cadence_s": {"md": 0.5}})
+    bridge = Bridge(settings, sink=MemorySink())
+    task = asyncio.create_task(bridge.run())
+    try:
+        await eventually(lambda: bridge.session.usable)
+        await eventually(lambda: metric(bridge.admin.render_metrics().decode(), "ibkr_bridge_frames_received_total",
+                                        topic="smd") > 0)  # fmt: skip
+        await sim.apply_fault("silence", topics=["smd"])
+
+        def silent() -> bool:
+            text = bridge.admin.render_metrics().decode()
+            return metric(text, "ibkr_bridge_stale_subscriptions", topic="md") == 2
+
+        await eventually(silent, timeout_s=5)
+        text = bridge.admin.render_metrics().decode()
+        assert metric(text, "ibkr_bridge_gap_open") == 1
+        assert metric(text, "ibkr_bridge_gaps_total", reason="silent") == 1
+        assert bridge.session.usable  # the socket itself is fine: no reconnect
+        await sim.apply_fault("clear")
+        await eventually(lambda: metric(bridge.admin.render_metrics().decode(), "ibkr_bridge_gap_open") == 0, timeout_s=5)
+        assert metric(bridge.admin.render_metrics().decode(), "ibkr_bridge_stale_subscriptions", topic="md") == 0
+    finally:
+        bridge.stop()
+        await asyncio.wait_for(task, timeout=15)
+
+
 async def test_a_drop_moves_disconnects_resubscribes_and_gaps(running: tuple[Bridge, MemorySink], sim: GatewaySimulator) -> None:
     bridge, sink = running
     await eventually(lambda: bridge.session.usable and b"265598" in keys(sink, "ibkr.marketdata.v1"))

@@ -50,11 +50,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ibeam": {
         "ibeam": {"enabled": True, "existingSecret": "ibeam-login", "allowList": ["127.0.0.1", "10.42.*"]},
     },
+    "oauth": {
+        "gateway": {"oauth": {"enabled": True, "existingSecret": "ibkr-oauth"}, "compete": True},
+    },
     "tuned": {
         "gateway": {"account": "U1234567", "heartbeatTimeoutS": 20, "tickleIntervalS": 45},
         "sink": {"redis": {"username": "bridge"}},  # ignored: the sink is Kafka
         "log": {"format": "auto"},
         "extraConfig": {"session": {"smd_refresh_s": 300}, "sink": {"kafka": {"create_topics": True}}},
+    },
+    "topics": {
+        "sink": {"kafka": {"topics": {"create": True, "partitions": 12, "replication": 3}}},
+        "ibeam": {"enabled": True, "existingSecret": "ibeam-login", "image": {"tag": "0.5.9"}},
     },
     "servicemonitor": {
         "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
@@ -347,11 +354,37 @@ def test_values_map_onto_the_bridge_settings(chart: helm.Chart) -> None:
             "linger_ms": 0,
             "enable_idempotence": True,
             "tls": False,
-            "create_topics": True,
+            "create_topics": True,  # from extraConfig, over the rendered false
         },
     }
     assert config["logging"] == {"level": "INFO", "format": "auto"}
     assert config["subscriptions"]["market_data"] == {"conids": []}  # the bridge's default fields
+
+
+def test_topic_creation_values_map_onto_the_kafka_sink_settings(chart: helm.Chart) -> None:
+    kafka = bridge_config(render(chart, VARIANTS["topics"]))["sink"]["kafka"]
+    assert (kafka["create_topics"], kafka["topic_partitions"], kafka["topic_replication"]) == (True, 12, 3)
+    default = bridge_config(render(chart, {}))["sink"]["kafka"]
+    assert default["create_topics"] is False
+    assert "topic_partitions" not in default and "topic_replication" not in default
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"sink": {"kafka": {"topics": {"partitions": 0}}}}, "/sink/kafka/topics/partitions"),
+        ({"sink": {"kafka": {"topics": {"replicas": 3}}}}, "/sink/kafka/topics"),
+        ({"ibeam": {"image": {"tag": ""}}}, "/ibeam/image/tag"),
+    ],
+)
+def test_topic_and_ibeam_values_are_checked_by_the_schema(chart: helm.Chart, values: dict[str, Any], field: str) -> None:
+    with pytest.raises(helm.HelmValuesError, match=re.escape(f"at '{field}'")):
+        chart.render(values, name="bridge", namespace="trading")
+
+
+def test_the_ibeam_image_tag_is_the_one_the_user_chose(chart: helm.Chart) -> None:
+    assert container(render(chart, VARIANTS["topics"]), "ibeam")["image"] == "voyz/ibeam:0.5.9"
+    assert "your choice" in (CHART / "values.yaml").read_text().lower()
 
 
 def test_kafka_variant_mounts_secrets_as_files_and_opens_only_broker_and_gateway_ports(chart: helm.Chart) -> None:
@@ -375,6 +408,32 @@ def test_kafka_variant_mounts_secrets_as_files_and_opens_only_broker_and_gateway
     assert {"name": "BRIDGE_SINK__KAFKA__SASL_USERNAME", "valueFrom": username} in container(objects, "bridge")["env"]
     assert egress_ports(objects) == {53, 9093, 9094, 5000}
     assert not leaf_paths(config) & {".".join(path) for path in SECRET_KEYS}  # secret values never in YAML
+
+
+def test_oauth_variant_mounts_the_key_set_from_its_secret_and_talks_to_the_web_api(chart: helm.Chart) -> None:
+    objects = render(chart, VARIANTS["oauth"])
+    config = bridge_config(objects)
+    assert config["gateway"] == {"mode": "oauth", "url": "https://api.ibkr.com", "compete": True,
+                                 "oauth_file": "/var/run/secrets/ibkr-bridge/oauth/oauth.json"}  # fmt: skip
+    assert secret_files(objects) == {f"/var/run/secrets/ibkr-bridge/oauth/{name}" for name in
+                                     ("oauth.json", "private_signature.pem", "private_encryption.pem")}  # fmt: skip
+    assert 443 in egress_ports(objects) and 5000 not in egress_ports(objects)
+    assert not leaf_paths(config) & {".".join(path) for path in SECRET_KEYS}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"gateway": {"oauth": {"enabled": True}}}, "gateway.oauth.enabled needs gateway.oauth.existingSecret"),
+        ({"gateway": {"oauth": {"enabled": True, "existingSecret": "s"}}, "ibeam": {"enabled": True,
+          "existingSecret": "l"}}, "exclude each other"),
+        ({"gateway": {"oauth": {"enabled": True, "existingSecret": "s", "files": ["key.pem"]}}}, "must list oauth.json"),
+    ],
+)
+def test_oauth_values_that_cannot_work_fail_with_a_clear_message(chart: helm.Chart, values: dict[str, Any],
+                                                                 message: str) -> None:  # fmt: skip
+    with pytest.raises(helm.HelmError, match=re.escape(message)):
+        render(chart, values)
 
 
 def test_redis_variant_configures_the_redis_sink_and_its_port(chart: helm.Chart) -> None:

@@ -89,6 +89,19 @@ def test_stall_sends_nothing_not_even_heartbeats_then_resumes(sim_process: SimPr
     assert sim_process.stats()["suppressed"]["system"] >= 3
 
 
+def test_silence_stops_one_topic_while_heartbeats_go_on_then_resumes(sim_process: SimProcess) -> None:
+    sock = connected(sim_process, SMD_AAPL)
+    sim_process.apply_fault("silence", topics=["smd"], duration_s=2.0)
+    silent_at_ms = sim_process.stats()["faults"][-1]["at_ms"]
+    frames = sock.json_until(lambda m: (m.get("_updated") or 0) > silent_at_ms + 100, timeout_s=5)
+    quotes = [f.json()["_updated"] for f in frames if f.json().get("topic", "").startswith("smd")]
+    heartbeats = [f.json()["hb"] for f in frames if f.json().get("topic") == "system" and "hb" in f.json()]
+    assert quotes[-1] >= silent_at_ms + 1900
+    assert all(stamp <= silent_at_ms + 100 for stamp in quotes[:-1])
+    assert len([hb for hb in heartbeats if hb > silent_at_ms]) >= 3  # the socket itself stayed alive
+    assert sim_process.stats()["suppressed"]["smd"] >= 10
+
+
 def test_auth_loss_reports_sts_false_stops_data_and_recovers_on_reauthenticate(sim_process: SimProcess) -> None:
     sock = connected(sim_process, SMD_AAPL)
     sim_process.apply_fault("auth_loss")

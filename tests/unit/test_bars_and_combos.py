@@ -150,3 +150,17 @@ def test_a_combo_on_the_command_line_becomes_one_smd_subscription_with_its_full_
     args = build_parser().parse_args(["run", "--market-data", "265598,28812380;;;265598/1,8314/-1"])
     subs = desired_subscriptions(load_settings(None, run_overrides(args)), None)
     assert [s.subscribe.split("+{")[0] for s in subs] == ["smd+265598", "smd+28812380;;;265598/1,8314/-1"]
+
+
+def test_a_backlog_never_turns_a_bars_answer_into_its_latest_partial_update() -> None:
+    from bridge.delivery.buffer import DeliveryBuffer
+
+    buffer, router, ctx = DeliveryBuffer(max_market_events=1), Router(), EnvelopeContext()
+    for frame in [*LIVE_FRAMES[:3], combo_frame("28812380;;;1/1,2/-1", 1, "1"), combo_frame("28812380;;;1/1,2/-1", 2, "2")]:
+        for event in Normalizer().normalize(frame, NOW_NS):
+            route = router.route(event)
+            assert route is not None
+            buffer.put(encode(event, route, ctx, NOW_NS))
+    batch = buffer.take(100)
+    bars = [orjson.loads(r.data) for r in (*batch.critical, *batch.market) if r.destination == "ibkr.bars.v1"]
+    assert [(b["partial"], b["tick_num"]) for b in bars] == [(False, None), (True, 1), (True, 4)]

@@ -48,3 +48,12 @@ def test_a_missing_input_file_is_a_usage_error() -> None:
 def test_the_bundled_sample_session_normalizes() -> None:
     result = run_cli("normalize", "--sample", "--stats")
     assert result.returncode == 0 and result.stdout.count(b"\n") > 10
+
+
+def test_bars_start_times_are_read_in_the_zone_given() -> None:
+    session = str(SESSIONS / "bars_live.jsonl")
+    utc, new_york = (orjson.loads(run_cli("normalize", "--input", session, *zone).stdout.splitlines()[0])["data"]
+                     for zone in ((), ("--bars-time-zone", "America/New_York")))  # fmt: skip
+    assert (utc["time_zone"], new_york["time_zone"]) == ("UTC", "America/New_York")
+    assert new_york["start_time_ms"] - utc["start_time_ms"] == 5 * 3600 * 1000  # EST in March 2024
+    assert run_cli("normalize", "--bars-time-zone", "Mars/Olympus").returncode == 2

@@ -263,7 +263,8 @@ def test_dockerfile_runs_as_a_non_root_user_with_health_check_and_entrypoint() -
     users = [args for op, args in instructions if op == "USER"]
     assert users and users[-1].split(":")[0] not in {"0", "root"}
     healthcheck = next(args for op, args in instructions if op == "HEALTHCHECK")
-    assert f"127.0.0.1:{ADMIN_PORT}/livez" in healthcheck
+    assert "http://127.0.0.1:{port}/livez" in healthcheck
+    assert f"os.environ.get('BRIDGE_ADMIN__PORT', '{ADMIN_PORT}')" in healthcheck
     assert ("ENTRYPOINT", '["ibkr-bridge", "run"]') in instructions
     assert ("VOLUME", f'["{SPOOL_DIR}"]') in instructions
     assert ("EXPOSE", str(ADMIN_PORT)) in instructions

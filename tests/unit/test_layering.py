@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).parents[2] / "bridge"
 PURE = ["events", "dead_letters", "codec", "routing", "pipeline", "backoff", "config", "errors", "schemagen", "replay",
-        "gateway/tls", "ingest/wire", "ingest/fields", "ingest/bounds", "ingest/session", "ingest/session_types",
+        "oauth1a", "gateway/tls", "ingest/wire", "ingest/fields", "ingest/bounds", "ingest/session", "ingest/session_types",
         "ingest/subscriptions", "ingest/normalize/normalizer", "ingest/normalize/trading",
         "ingest/normalize/account", "ingest/normalize/history", "ingest/normalize/control",
         "sinks/base"]  # fmt: skip

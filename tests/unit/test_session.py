@@ -275,11 +275,11 @@ def test_a_batch_of_quotes_keeps_each_conids_subscription_fresh_and_no_other() -
     p.tick(60 * S)
     frames, events, _ = drain(p)
     assert frames == [MSFT.subscribe]
-    assert [e.detail["subscription"] for e in events] == [MSFT.key]
+    assert [e.detail["subscription"] for e in events if e.kind is LifecycleKind.STALE] == [MSFT.key]
     p.tick(110 * S)
     frames, events, _ = drain(p)
     assert frames == [AAPL.subscribe]
-    assert [e.detail["subscription"] for e in events] == [AAPL.key]
+    assert [e.detail["subscription"] for e in events if e.kind is LifecycleKind.STALE] == [AAPL.key]
 
 
 def test_a_batch_of_quotes_counts_as_frames_for_the_stale_socket_check() -> None:
@@ -300,15 +300,60 @@ def test_a_silent_subscription_is_resubscribed_and_reported_stale_once() -> None
     p.tick(60 * S)
     frames, events, _ = drain(p)
     assert frames == [AAPL.subscribe]
-    assert kinds(events) == [LifecycleKind.STALE]
+    assert kinds(events) == [LifecycleKind.STALE, LifecycleKind.GAP_START]
     assert events[0].detail["subscription"] == AAPL.key
     p.tick(120 * S)
     frames, events, _ = drain(p)
     assert frames == [AAPL.subscribe] and events == []
     p.apply_events([quote(265598)], 121 * S)
+    assert kinds(drain(p)[1]) == [LifecycleKind.GAP_END]
     p.tick(181 * S)
     _, events, _ = drain(p)
-    assert kinds(events) == [LifecycleKind.STALE]
+    assert kinds(events) == [LifecycleKind.STALE, LifecycleKind.GAP_START]
+
+
+def test_a_silent_subscription_opens_a_gap_that_its_data_closes_and_reconciles() -> None:
+    p = make(AAPL, MSFT, expected_cadence_s={"md": 60.0}, stale_after_s=1000, tic_interval_s=1000,
+             tickle_interval_s=1000)  # fmt: skip
+    open_and_auth(p, 0)
+    drain(p)
+    p.receive_frames([smd(265598, 1)], 30 * S)  # a run of quotes: the reader's hot path
+    p.tick(60 * S)
+    _, events, _ = drain(p)
+    assert kinds(events) == [LifecycleKind.STALE, LifecycleKind.GAP_START]
+    gap = events[1]
+    assert gap.reason is not None and gap.reason.startswith(f"silent: {MSFT.key}")
+    assert p.gap_open and p.stale_keys() == {MSFT.key}
+    p.tick(90 * S)  # AAPL silent too: the same gap stays open
+    _, events, _ = drain(p)
+    assert kinds(events) == [LifecycleKind.STALE] and p.stale_keys() == {MSFT.key, AAPL.key}
+    p.receive_frames([smd(265598, 2)], 91 * S)
+    assert drain(p)[1] == [] and p.gap_open  # MSFT is still silent
+    p.apply_events([quote(272093)], 92 * S)  # any event proving it alive
+    _, events, actions = drain(p)
+    assert kinds(events) == [LifecycleKind.GAP_END] and events[0].gap_id == gap.gap_id
+    assert Reconcile(gap.gap_id, gap.gap_started_ms) in actions
+    assert not p.gap_open and p.stale_keys() == frozenset()
+
+
+def test_unsubscribing_the_last_silent_subscription_closes_its_gap() -> None:
+    p = make(AAPL, ORDERS, expected_cadence_s={"md": 60.0}, stale_after_s=1000, tic_interval_s=1000)
+    open_and_auth(p, 0)
+    p.tick(60 * S)
+    drain(p)
+    assert p.unsubscribe(AAPL.key, 61 * S)
+    assert kinds(drain(p)[1]) == [LifecycleKind.GAP_END]
+
+
+def test_a_silence_gap_open_at_a_disconnect_closes_with_the_recovery() -> None:
+    p = make(AAPL, expected_cadence_s={"md": 60.0}, stale_after_s=1000, tic_interval_s=1000)
+    open_and_auth(p, 0)
+    p.tick(60 * S)
+    drain(p)
+    p.connection_lost("closed 1000", 61 * S)
+    assert LifecycleKind.GAP_START not in kinds(drain(p)[1])  # the first cause is kept
+    open_and_auth(p, 62 * S)
+    assert not p.gap_open and p.stale_keys() == frozenset()
 
 
 def test_data_keeps_a_subscription_fresh_and_event_driven_topics_are_never_stale() -> None:
@@ -422,3 +467,14 @@ def test_a_failed_reconcile_is_published_as_a_lifecycle_event_with_the_error() -
     assert isinstance(event, Lifecycle) and event.kind is LifecycleKind.RECONCILED
     assert event.reason == "gateway unavailable" and event.detail["error"] == "gateway unavailable"
     assert "gap_id" not in event.detail
+
+
+def test_replacing_a_silent_subscription_keeps_it_stale_and_its_gap_open_until_data_comes() -> None:
+    p = make(AAPL, expected_cadence_s={"md": 60.0}, stale_after_s=1000, tic_interval_s=1000)
+    open_and_auth(p, 0)
+    p.tick(60 * S)
+    drain(p)
+    p.subscribe(Subscription.market_data(265598, ["31", "84"]), 61 * S)  # new fields, same key
+    assert p.gap_open and p.stale_keys() == {AAPL.key}
+    p.apply_events([quote(265598)], 62 * S)
+    assert kinds(drain(p)[1]) == [LifecycleKind.GAP_END] and not p.gap_open

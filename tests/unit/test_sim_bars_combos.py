@@ -47,3 +47,15 @@ def test_a_combo_is_quoted_from_its_legs_and_ratios() -> None:
     assert values["84"] == f"{aapl.bid - 2 * ibm.ask:.2f}"  # selling the spread: sell AAPL, buy IBM back
     assert values["86"] == f"{aapl.ask - 2 * ibm.bid:.2f}"
     assert values["88"] == f"{min(aapl.bid_size, ibm.ask_size // 2):,}"
+
+
+def test_the_simulator_command_line_chooses_the_bars_shape() -> None:
+    import argparse
+
+    from bridge.sim.cli import config_from_args, configure_parser
+
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    assert config_from_args(parser.parse_args([])).bars_shape == "live"
+    documented = config_from_args(parser.parse_args(["--bars-shape", "documented", "--bars-update-s", "0.2"]))
+    assert (documented.bars_shape, documented.bars_update_s) == ("documented", 0.2)

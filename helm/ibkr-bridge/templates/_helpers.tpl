@@ -56,7 +56,7 @@ app.kubernetes.io/part-of: ibkr-bridge
 
 {{/* "true" when any Secret is mounted under secretsDir (else empty). */}}
 {{- define "ibkr-bridge.mountsSecrets" -}}
-{{- if or (include "ibkr-bridge.kafkaSasl" .) (include "ibkr-bridge.redisSecret" .) .Values.admin.existingSecret }}true{{ end -}}
+{{- if or (include "ibkr-bridge.kafkaSasl" .) (include "ibkr-bridge.redisSecret" .) .Values.admin.existingSecret .Values.gateway.oauth.enabled }}true{{ end -}}
 {{- end -}}
 
 {{/* The port of a "host:port" or a URL; "default" when it names none. */}}
@@ -78,8 +78,17 @@ secretsDir, where workload.yaml mounts them; the Kafka SASL username comes from 
 {{- $gateway := dict
       "url" (ternary "https://localhost:5000" $v.gateway.url $v.ibeam.enabled)
       "insecure_tls" $v.gateway.insecureTls -}}
+{{- if $v.gateway.oauth.enabled -}}
+{{- $gateway = dict
+      "mode" "oauth"
+      "url" $v.gateway.oauth.url
+      "oauth_file" (printf "%s/oauth/oauth.json" $secrets) -}}
+{{- end -}}
 {{- with $v.gateway.account -}}
 {{- $_ := set $gateway "account" . -}}
+{{- end -}}
+{{- if $v.gateway.compete -}}
+{{- $_ := set $gateway "compete" true -}}
 {{- end -}}
 {{- $session := dict
       "stale_after_s" $v.gateway.heartbeatTimeoutS
@@ -101,7 +110,12 @@ secretsDir, where workload.yaml mounts them; the Kafka SASL username comes from 
       "compression" $k.compression
       "linger_ms" $k.lingerMs
       "enable_idempotence" $k.enableIdempotence
-      "tls" $k.tls -}}
+      "tls" $k.tls
+      "create_topics" $k.topics.create -}}
+{{- if $k.topics.create -}}
+{{- $_ := set $kafka "topic_partitions" $k.topics.partitions -}}
+{{- $_ := set $kafka "topic_replication" $k.topics.replication -}}
+{{- end -}}
 {{- if include "ibkr-bridge.kafkaSasl" . -}}
 {{- $_ := set $kafka "sasl_mechanism" $k.sasl.mechanism -}}
 {{- $_ := set $kafka "sasl_password_file" (printf "%s/kafka/%s" $secrets $k.sasl.passwordKey) -}}
