@@ -129,6 +129,10 @@ def _check_config(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings(Path(args.file))
+        if settings.gateway.mode == "oauth" and settings.gateway.oauth_file is not None:
+            from bridge.gateway.oauth import load_key_set
+
+            load_key_set(settings.gateway.oauth_file)  # the key set's own problems, before a run
     except ConfigError as exc:
         print(f"{args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for problem in exc.problems:

@@ -6,7 +6,8 @@ timeouts, 5xx, 429, not logged in / "no bridge") or
 :class:`~bridge.errors.GatewayRejected` (any other 4xx); nothing above this
 module sees an aiohttp exception. TLS verification is on unless
 ``insecure_tls`` is set explicitly (the loopback gateway's self-signed
-certificate); ``ca_file`` pins a CA instead.
+certificate); ``ca_file`` pins a CA instead. Over IBKR's Web API (OAuth 1.0a) every call is
+signed by :class:`~bridge.gateway.oauth.OAuthConsumer`, its live session token kept here.
 """
 
 from __future__ import annotations

@@ -197,8 +197,13 @@ class LiveSubscriptions:
         return frames, silent
 
     def expire_history(self, now_ns: int, usable: bool) -> tuple[list[HistoryRequest], list[str]]:
-        """Free the slots of unanswered history requests: (those requests, frames to send now)."""
+        """Free the slots of unanswered history requests: (those requests, frames to send now).
+        A bars subscription's request is asked again (at the back of the queue): it stays desired."""
         expired = self.history.expire(now_ns)
+        for request in expired:
+            key = request.key
+            if key is not None and key in self.desired and request == HistoryRequest.of(self.desired[key]):
+                self.history.add(request)
         return expired, self.history.send(now_ns) if expired and usable else []
 
     def _send(

@@ -13,6 +13,9 @@ Python API (tests, demo, benchmarks)::
         await sim.apply_fault("drop")          # any fault of bridge.sim.faults, keyword parameters
         sim.stats()    # connections, frames per topic, subscriptions per socket, faults applied
 
+With ``SimConfig(oauth_dir=DIR)`` it serves IBKR's Web API over OAuth 1.0a instead
+(``bridge/sim/oauth.py``): ``sim.oauth_file`` and ``sim.cert_file`` are what a client needs.
+
 Over HTTP on the same port: ``POST /sim/faults`` (``{"fault": NAME, ...}``), ``GET /sim/stats``,
 ``GET /sim/record``. REST endpoints: reference §1.2 and ``bridge/sim/rest.py``.
 """

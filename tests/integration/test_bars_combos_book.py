@@ -134,11 +134,17 @@ async def test_combos_and_book_ladders_from_config_and_admin_reach_their_destina
         quotes[:] = await read_stream(redis_server, names["marketdata"], 10_000, timeout_s=0.2)
         ladders[:] = await read_stream(redis_server, names["book"], 10_000, timeout_s=0.2)
         subjects = {q[b"subject"] for q in quotes}
-        accounts = {orjson.loads(entry[b"data"])["account"] for entry in ladders}
-        return {COMBO.encode(), COMBO_2.encode(), b"265598"} <= subjects and {"DU1234567", "DU7654321"} <= accounts
+        books = {(d["account"], d["conid"]) for d in (orjson.loads(entry[b"data"]) for entry in ladders)}
+        if len(answers) == 2 and ("DU7654321", 8314) in books:  # a second ladder for that account
+            answers.append(await admin(bridge, "POST", {"type": "book", "conid": "272093", "account": "DU7654321"}))
+        wanted_books = {("DU1234567", 265598), ("DU7654321", 8314), ("DU7654321", 272093)}
+        return {COMBO.encode(), COMBO_2.encode(), b"265598"} <= subjects and wanted_books <= books
 
     await run_until(bridge, enough)
-    assert answers == [(200, {"subscribed": f"md:{COMBO_2}"}), (200, {"subscribed": "bd:DU7654321"})]
+    assert answers == [(200, {"subscribed": f"md:{COMBO_2}"}), (200, {"subscribed": "bd:DU7654321"}),
+                       (200, {"subscribed": "bd:DU7654321", "replaced": "sbd+DU7654321+8314"})]  # fmt: skip
+    listed = [s["key"] for s in bridge.admin.subscriptions() if s["channel"] == "bd"]
+    assert sorted(listed) == ["bd:DU1234567", "bd:DU7654321"]  # one ladder per account
     combo_ids = [q[b"id"] for q in quotes if q[b"subject"] in (COMBO.encode(), COMBO_2.encode())]
     assert len(combo_ids) == len(set(combo_ids))  # the simulator stamps both combos with the same _updated
     for entry in quotes:

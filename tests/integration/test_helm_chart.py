@@ -40,7 +40,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
             },
         },
         "spool": {"persistence": {"enabled": False}},
-        "subscriptions": {"marketData": {"conids": [265598, "8314@SMART"], "fields": ["31", "84", "86"]}},
+        "subscriptions": {"marketData": {"conids": [265598, "8314@SMART", "28812380;;;265598/1,8314/-1"],
+                                         "fields": ["31", "84", "86"]}},
         "admin": {"existingSecret": "bridge-admin"},
     },
     "redis": {
@@ -395,7 +396,8 @@ def test_kafka_variant_mounts_secrets_as_files_and_opens_only_broker_and_gateway
     assert (kafka["tls"], kafka["sasl_mechanism"]) == (True, "SCRAM-SHA-512")
     assert kafka["sasl_password_file"] == "/var/run/secrets/ibkr-bridge/kafka/password"
     assert config["admin"]["token_file"] == "/var/run/secrets/ibkr-bridge/admin/token"
-    assert config["subscriptions"]["market_data"] == {"conids": [265598, "8314@SMART"], "fields": ["31", "84", "86"]}
+    assert config["subscriptions"]["market_data"] == {
+        "conids": [265598, "8314@SMART", "28812380;;;265598/1,8314/-1"], "fields": ["31", "84", "86"]}
     assert "redis" not in config["sink"]
     volumes = {v["name"]: v for v in workload(objects)["spec"]["template"]["spec"]["volumes"]}
     secrets = [s["secret"]["name"] for s in volumes["secrets"]["projected"]["sources"]]

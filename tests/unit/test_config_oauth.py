@@ -81,3 +81,15 @@ def test_the_session_override_from_both_env_and_file_is_ambiguous(tmp_path: Path
     monkeypatch.setenv("BRIDGE_GATEWAY__SESSION", "def")
     (problem,) = problems(tmp_path, f"gateway:\n  session_file: {session_file}\n")
     assert problem.startswith("gateway.session_file:") and "not both" in problem
+
+
+def test_check_config_reports_the_key_sets_own_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.cli import main
+
+    key_set = tmp_path / "oauth.json"
+    key_set.write_text('{"consumer_key": "ABCDEFGHI"}')
+    path = tmp_path / "bridge.yaml"
+    path.write_text(f"gateway:\n  mode: oauth\n  oauth_file: {key_set}\n")
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "access_token is required" in err and "signature_key_fp" in err and "ABCDEFGHI" not in err

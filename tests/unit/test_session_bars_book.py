@@ -170,3 +170,26 @@ def test_a_second_ladder_for_the_same_account_replaces_the_first() -> None:
     assert p.subscribe(second, S) == first
     assert p.frames_to_send() == ["ubd+DU1", "sbd+DU1+8314+NYSE"]
     assert [s.key for s in p.desired()] == ["bd:DU1"]
+
+
+def test_an_unanswered_bars_subscription_is_asked_again_after_the_timeout_and_a_late_answer_is_released() -> None:
+    sub = bars_sub(265598)
+    p = GatewaySession(SessionSettings(smh_timeout_s=30, stale_after_s=1000, tic_interval_s=1000,
+                                       tickle_interval_s=1000), (sub,))  # fmt: skip
+    assert smh(usable(p)) == [sub.subscribe]
+    p.tick(30 * S)
+    assert smh(p.frames_to_send()) == [sub.subscribe]
+    p.apply_events([answer(265598, "1"), answer(265598, "2")], 31 * S)  # the late one, then the retry's
+    assert p.frames_to_send() == ["umh+2"]  # one stream is kept open, the other released
+
+
+def test_a_one_shot_bars_subscription_is_asked_again_after_the_timeout_too() -> None:
+    sub = bars_sub(265598, stream=False)
+    p = GatewaySession(SessionSettings(smh_timeout_s=30, stale_after_s=1000, tic_interval_s=1000,
+                                       tickle_interval_s=1000), (sub,))  # fmt: skip
+    usable(p)
+    p.tick(30 * S)
+    assert smh(p.frames_to_send()) == [sub.subscribe]
+    p.unsubscribe(sub.key, 31 * S)
+    p.tick(61 * S)
+    assert smh(p.frames_to_send()) == []  # no longer desired: not asked again
