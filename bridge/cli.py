@@ -27,7 +27,7 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from bridge.sim import cli as sim_cli  # type: ignore[attr-defined,unused-ignore]
+    from bridge.sim import cli as sim_cli
 
     parser = sub.add_parser("sim", help="run the Client Portal Gateway simulator")
     sim_cli.configure_parser(parser)
@@ -356,10 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ibkr-bridge", description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
     for add in (_add_run, _add_demo, _add_tail, _add_check_config, _add_normalize, _add_schemas, _add_sim):
-        try:
-            add(sub)
-        except ImportError:  # a command whose module is not built yet is simply absent
-            continue
+        add(sub)
     return parser
 
 

@@ -38,9 +38,12 @@ from bridge.events import (
     BookLadder,
     Event,
     Execution,
+    GatewayErrorMessage,
+    MarketDataAvailability,
     Order,
     Quote,
 )
+from bridge.quote_fast import quote_fields
 from bridge.routing import Route, quote_key
 from bridge.sinks.base import Record
 
@@ -96,9 +99,17 @@ _ID_OF: dict[type[Event], Callable[[Event], str]] = {
 }
 
 
+# The default id starts with the class name in lower case; an event class renamed since keeps its
+# published prefix here, so its ids (which consumers dedupe by) do not change.
+_ID_PREFIX: dict[type[Event], str] = {GatewayErrorMessage: "gatewayerror"}
+
+
 def event_id(event: Event, time_ms: int) -> str:
-    id_of = _ID_OF.get(type(event))
-    return id_of(event) if id_of is not None else f"{type(event).__name__.lower()}:{time_ms}:{_digest(event)}"
+    cls = type(event)
+    id_of = _ID_OF.get(cls)
+    if id_of is not None:
+        return id_of(event)
+    return f"{_ID_PREFIX.get(cls) or cls.__name__.lower()}:{time_ms}:{_digest(event)}"
 
 
 _TIME_FIELDS = ("updated_ms", "timestamp_ms", "trade_time_ms", "at_ms")
@@ -131,6 +142,12 @@ class EnvelopeContext:
     _ms_text: str = ""
     _constants: dict[type[Event], tuple[tuple[str, str | int], ...]] = dataclasses.field(default_factory=dict)
     _constants_epoch: int = -1
+    # The last availability serialized and its JSON: the normalizer shares one object per 6509 code
+    # (fields.AvailabilityCodes), so consecutive quotes nearly always carry the same one.
+    _availability: object = None
+    _availability_fragment: orjson.Fragment | None = None
+    # id -> (the availability object itself, its JSON); keeping the object makes the id unambiguous.
+    _availability_cache: dict[int, tuple[object, orjson.Fragment]] = dataclasses.field(default_factory=dict)
 
     def constant_attributes(self, cls: type[Event]) -> tuple[tuple[str, str | int], ...]:
         """specversion, then source, type, datacontenttype, dataschema, sessionepoch (cached per type)."""
@@ -162,6 +179,23 @@ class EnvelopeContext:
         return text
 
 
+    def availability_json(self, availability: MarketDataAvailability) -> orjson.Fragment:
+        """The availability's JSON, serialized once per object (a pure function of its 6509 code,
+        shared by every quote of a conid)."""
+        if availability is self._availability and self._availability_fragment is not None:
+            return self._availability_fragment
+        cached = self._availability_cache.get(id(availability))
+        if cached is not None and cached[0] is availability:
+            fragment = cached[1]
+        else:
+            fragment = orjson.Fragment(orjson.dumps(availability))
+            if len(self._availability_cache) >= 4096:
+                self._availability_cache.clear()
+            self._availability_cache[id(availability)] = (availability, fragment)
+        self._availability, self._availability_fragment = availability, fragment
+        return fragment
+
+
 _MILLIS_TEXT = tuple(f".{millis:03d}Z" for millis in range(1000))  # a concatenation, not a format, per ms
 
 
@@ -181,77 +215,26 @@ def encode(event: Event, route: Route, ctx: EnvelopeContext, received_ns: int) -
 
 
 def encode_quote(quote: Quote, route: Route, ctx: EnvelopeContext, received_ns: int) -> Record:
-    """``encode`` for the bulk of the traffic: a repeated millisecond's time text without a call,
-    and the record built as ``Record.enveloped`` builds it, without a call."""
+    """``encode`` for the bulk of the traffic: the quote's JSON built from its fields with the
+    availability serialized once per object (see :meth:`EnvelopeContext.availability_json`)."""
     ctx.sequence = sequence = ctx.sequence + 1
     time_ms = quote.updated_ms
     if time_ms is None or not 0 <= time_ms < _MAX_TIME_MS:
         time_ms = received_ns // 1_000_000
-    record = _new_record(Record)
-    record.destination = route.destination
-    record.key = route.key
-    record.data = _quote_json(quote)
-    record._attributes = None
-    record.envelope_head = ctx.constant_attributes(Quote)
+    fields = quote_fields(quote)
+    availability = quote.availability
+    if availability is not None:
+        fields["availability"] = ctx.availability_json(availability)
     subject = route.subject or route.key.decode()
-    record.envelope_tail = (
-        _quote_id(quote, subject),
-        ctx._ms_text if time_ms == ctx._ms else ctx.time_text(time_ms),
-        subject,
-        sequence,
-    )
-    record.event_class = _MARKET_DATA
-    record.event_type = _QUOTE_TYPE
-    record.updated_ms = time_ms
-    return record
+    tail = (_quote_id(quote, subject), ctx.time_text(time_ms), subject, sequence)
+    return Record.enveloped(
+        route.destination, route.key, orjson.dumps(fields), ctx.constant_attributes(Quote), tail,
+        _MARKET_DATA, _QUOTE_TYPE, time_ms,
+    )  # fmt: skip
 
 
-_new_record = object.__new__
 _MARKET_DATA = Quote.CLASS
 _QUOTE_TYPE = Quote.TYPE
-
-# id -> (the availability object itself, its JSON); keeping the object makes the id unambiguous.
-_AVAILABILITY_JSON: dict[int, tuple[object, orjson.Fragment]] = {}
-# The last availability serialized and its JSON: the normalizer shares one object per 6509 code
-# (fields.decode_availability), so consecutive quotes nearly always carry this one.
-_last_availability: tuple[object, orjson.Fragment | None] = (None, None)
-
-
-def _quote_json(quote: Quote) -> bytes:
-    """The quote's JSON, byte-for-byte what ``orjson.dumps(quote)`` writes, in about half the time:
-    orjson walks a slotted dataclass field by field, and the nested availability (a pure function
-    of its 6509 code, shared by every quote of a conid) is serialized once per object."""
-    global _last_availability
-    availability = quote.availability
-    last, fragment = _last_availability
-    if availability is not last:
-        fragment = None if availability is None else _availability_json(availability)
-        _last_availability = (availability, fragment)
-    return orjson.dumps({
-        "conid": quote.conid,
-        "conid_ex": quote.conid_ex,
-        "updated_ms": quote.updated_ms,
-        "server_id": quote.server_id,
-        "snapshot": quote.snapshot,
-        "changed": quote.changed,
-        "values": quote.values,
-        "revision": quote.revision,
-        "last_is_prior_close": quote.last_is_prior_close,
-        "halted": quote.halted,
-        "availability": fragment,
-        "extra": quote.extra,
-    })  # fmt: skip
-
-
-def _availability_json(availability: object) -> orjson.Fragment:
-    cached = _AVAILABILITY_JSON.get(id(availability))
-    if cached is not None and cached[0] is availability:
-        return cached[1]
-    fragment = orjson.Fragment(orjson.dumps(availability))
-    if len(_AVAILABILITY_JSON) >= 4096:
-        _AVAILABILITY_JSON.clear()
-    _AVAILABILITY_JSON[id(availability)] = (availability, fragment)
-    return fragment
 
 
 def decode_structured(line: bytes | str) -> tuple[dict[str, Any], dict[str, Any]]:

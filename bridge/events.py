@@ -394,7 +394,7 @@ class TickleReply(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class GatewayError(Event):
+class GatewayErrorMessage(Event):
     """An error frame from the gateway (any object with an ``error`` key, or topic ``error``)."""
 
     TYPE: ClassVar[str] = "com.ibkr.gateway.error.v1"
@@ -503,7 +503,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     SystemLogin,
     Heartbeat,
     TickleReply,
-    GatewayError,
+    GatewayErrorMessage,
     Control,
     Lifecycle,
     DeadLetter,

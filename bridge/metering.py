@@ -24,7 +24,7 @@ from bridge.events import (
     DeadLetter,
     Event,
     Execution,
-    GatewayError,
+    GatewayErrorMessage,
     Heartbeat,
     Lifecycle,
     LifecycleKind,
@@ -60,7 +60,7 @@ _TOPIC_OF: dict[type[Event], str] = {
     Notification: "ntf",
     Bulletin: "blt",
     TickleReply: "tic",
-    GatewayError: "error",
+    GatewayErrorMessage: "error",
     DeadLetter: "invalid",
 }
 

@@ -40,7 +40,8 @@ from collections.abc import Callable, Sequence
 from bridge.backoff import PUBLISH_RETRY, Backoff
 from bridge.codec import EnvelopeContext, encode
 from bridge.dead_letters import dead_letter
-from bridge.delivery.buffer import NULL_OBSERVER, DeliveryBuffer, DeliveryObserver
+from bridge.delivery.buffer import DeliveryBuffer
+from bridge.delivery.observer import NULL_OBSERVER, DeliveryObserver
 from bridge.errors import SinkError, SinkUnavailable
 from bridge.routing import DEFAULT_DESTINATIONS, Route
 from bridge.sinks.base import Record, Sink

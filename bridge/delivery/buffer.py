@@ -28,14 +28,10 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from bridge.delivery.observer import NULL_OBSERVER, DeliveryObserver, NullObserver
+from bridge.delivery.observer import NULL_OBSERVER, DeliveryObserver
 from bridge.delivery.spool import Spool, SpoolPosition
 from bridge.events import EventClass
 from bridge.sinks.base import Record
-
-# The observer interface lives in observer.py; importers may keep using this module.
-__all__ = ["NULL_OBSERVER", "Batch", "DeliveryBuffer", "DeliveryObserver", "MarketDataQueue", "NullObserver",
-           "is_older"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 

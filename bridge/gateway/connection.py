@@ -16,7 +16,7 @@ order, from the event loop.
 The socket is picows (a Cython websocket client over aiofastnet's TLS transport): about
 0.7 µs of CPU per received frame over TLS against about 6 µs for the ``websockets`` library,
 which at market-data rates is the difference between the socket and the bridge's own work
-being the limit. picows hands over frames from its ``data_received``; :class:`_Inbox` collects
+being the limit. picows hands over frames from its ``data_received``; :class:`Inbox` collects
 whole messages there and the serve loop takes everything collected at once.
 """
 
@@ -30,10 +30,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSCloseCode, WSError, WSMsgType, WSTransport, ws_connect
 
 from bridge.errors import GatewayError, GatewayUnavailable
 from bridge.events import Event
+from bridge.gateway.inbox import Inbox, close_code
 from bridge.gateway.oauth import WS_USER_AGENT
 from bridge.gateway.tls import build_ssl
 from bridge.ingest.session import GatewaySession
@@ -56,101 +57,7 @@ EventCallback = Callable[[Sequence[Event], int], Awaitable[None]]
 _NS_PER_S = 1_000_000_000
 
 
-_TEXT, _BINARY, _CONTINUATION, _CLOSE = (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION,
-                                         WSMsgType.CLOSE)  # fmt: skip
-
-
-class _Inbox(WSListener):
-    """Whole messages received on one socket, waiting for the serve loop.
-
-    picows calls ``on_ws_frame`` synchronously for every frame parsed from the bytes just read;
-    data messages (fragmented ones reassembled) are appended as bytes, close frames answered.
-    Past ``pause_at`` waiting messages the socket stops reading (TCP backpressure on the gateway)
-    until the serve loop takes them. Pings are answered by picows itself.
-    """
-
-    def __init__(self, max_message_bytes: int, pause_at: int) -> None:
-        self.messages: list[bytes] = []
-        self.disconnected = False
-        self._max_message_bytes = max_message_bytes
-        self._pause_at = pause_at
-        self._transport: WSTransport | None = None
-        self._paused = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._parts: list[bytes] | None = None  # a fragmented message being reassembled
-        self._parts_bytes = 0
-
-    # picows callbacks (synchronous, from the transport's data_received)
-
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        self._transport = transport
-
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        kind = frame.msg_type
-        if (kind is _TEXT or kind is _BINARY) and frame.fin and self._parts is None:
-            self.messages.append(frame.get_payload_as_bytes())
-        elif kind is _TEXT or kind is _BINARY or kind is _CONTINUATION:
-            self._fragment(transport, frame, first=kind is not _CONTINUATION)
-        elif kind is _CLOSE:
-            transport.send_close(frame.get_close_code(), frame.get_close_message())
-            transport.disconnect()
-            return
-        else:
-            return  # PING is answered and PONG consumed by picows
-        if len(self.messages) >= self._pause_at and not self._paused:
-            self._paused = True
-            transport.underlying_transport.pause_reading()
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self.disconnected = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _fragment(self, transport: WSTransport, frame: WSFrame, first: bool) -> None:
-        if first == (self._parts is not None):  # RFC 6455 §5.4: no interleaving, no stray continuation
-            transport.send_close(WSCloseCode.PROTOCOL_ERROR, b"unexpected fragment")
-            transport.disconnect()
-            return
-        parts = self._parts = [] if first else self._parts
-        assert parts is not None
-        self._parts_bytes += frame.payload_size
-        if self._parts_bytes > self._max_message_bytes:
-            transport.send_close(WSCloseCode.MESSAGE_TOO_BIG, b"message too big")
-            transport.disconnect()
-            return
-        parts.append(frame.get_payload_as_bytes())
-        if frame.fin:
-            self.messages.append(b"".join(parts))
-            self._parts, self._parts_bytes = None, 0
-
-    # the serve loop's side
-
-    async def take(self) -> list[bytes]:
-        """Every message received so far, waiting for one if there is none; [] once the socket is
-        gone and everything it delivered has been taken."""
-        while not self.messages:
-            if self.disconnected:
-                return []
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        messages, self.messages = self.messages, []
-        if self._paused and self._transport is not None:
-            self._paused = False
-            self._transport.underlying_transport.resume_reading()
-        return messages
-
-
-def _code(code: object) -> int:
-    """A close code as a number (picows gives application codes outside its enum as plain ints)."""
-    value = getattr(code, "value", code)
-    return value if isinstance(value, int) else 1006
+_TEXT = WSMsgType.TEXT
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,14 +161,14 @@ class GatewayConnection:
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay_s)
         return not self._stopping.is_set()
 
-    async def _open(self) -> tuple[WSTransport, _Inbox, str | None] | None:
+    async def _open(self) -> tuple[WSTransport, Inbox, str | None] | None:
         settings = self.settings
         ping_s = settings.ping_interval_s
         try:
             session_id = await self._prepare()
             async with asyncio.timeout(settings.open_timeout_s):
                 transport, inbox = await ws_connect(
-                    lambda: _Inbox(settings.max_frame_bytes, settings.max_queued_frames),
+                    lambda: Inbox(settings.max_frame_bytes, settings.max_queued_frames),
                     self._ws_url(),
                     ssl_context=self._ssl,
                     websocket_handshake_timeout=settings.open_timeout_s,
@@ -279,7 +186,7 @@ class GatewayConnection:
             self.session.connect_failed(reason, self.clock_ns())
             await self._flush()
             return None
-        assert isinstance(inbox, _Inbox)
+        assert isinstance(inbox, Inbox)
         return transport, inbox, session_id
 
     async def _prepare(self) -> str | None:
@@ -325,7 +232,7 @@ class GatewayConnection:
 
     # ------------------------------------------------------------------------------ serving
 
-    async def _serve(self, ws: WSTransport, inbox: _Inbox, session_id: str | None) -> None:
+    async def _serve(self, ws: WSTransport, inbox: Inbox, session_id: str | None) -> None:
         self._ws = ws
         self._close_reason = None
         self.session.connection_opened(self.clock_ns(), session_id)
@@ -357,9 +264,9 @@ class GatewayConnection:
             return f"closed 1006: {type(exc).__name__}: {exc}"
         handshake = ws.close_handshake
         if handshake is not None and handshake.recv is not None:
-            return f"closed {_code(handshake.recv.code)}: {handshake.recv.reason}"
+            return f"closed {close_code(handshake.recv.code)}: {handshake.recv.reason}"
         if handshake is not None and handshake.sent is not None:
-            return f"closed {_code(handshake.sent.code)}: {handshake.sent.reason}"
+            return f"closed {close_code(handshake.sent.code)}: {handshake.sent.reason}"
         return "closed 1006: "
 
     async def _receive(self, messages: list[bytes]) -> None:

@@ -33,6 +33,10 @@ class Unparsed(Exception):
     """A value that does not fit its kind; the caller keeps the raw value."""
 
 
+class ElementError(ValueError):
+    """One element of a frame cannot be interpreted; it becomes a dead letter on its own."""
+
+
 def to_float(value: Any) -> float | None:
     """Gateway number -> float; ``""``/None -> None; raises Unparsed for anything else."""
     cls = type(value)
@@ -144,28 +148,34 @@ _TIMELINE = {
 
 
 def decode_availability(code: Any) -> MarketDataAvailability | None:
-    """Field 6509: char 1 timeline, char 2 ``P`` snapshot / ``p`` consolidated, char 3 ``B`` book.
-
-    One shared (immutable) object per code, so every conid on the same feed carries the same
-    object and the codec serializes it once."""
+    """Field 6509: char 1 timeline, char 2 ``P`` snapshot / ``p`` consolidated, char 3 ``B`` book."""
     if not isinstance(code, str) or not code:
         return None
-    decoded = _AVAILABILITY.get(code)
-    if decoded is None:
-        second = code[1] if len(code) > 1 else ""
-        decoded = MarketDataAvailability(
-            code=code,
-            timeline=_TIMELINE.get(code[0]),
-            snapshot_available=(second == "P") if second else None,
-            consolidated=(second == "p") if second else None,
-            top_of_book=(code[2] == "B") if len(code) > 2 else None,
-        )
-        if len(_AVAILABILITY) < 1024:  # the real codes are a handful; junk is not kept
-            _AVAILABILITY[code] = decoded
-    return decoded
+    second = code[1] if len(code) > 1 else ""
+    return MarketDataAvailability(
+        code=code,
+        timeline=_TIMELINE.get(code[0]),
+        snapshot_available=(second == "P") if second else None,
+        consolidated=(second == "p") if second else None,
+        top_of_book=(code[2] == "B") if len(code) > 2 else None,
+    )
 
 
-_AVAILABILITY: dict[str, MarketDataAvailability] = {}
+class AvailabilityCodes:
+    """``decode_availability`` with one shared (immutable) object per code, so every conid on the
+    same feed carries the same object and the codec serializes it once. One per normalizer."""
+
+    def __init__(self, max_codes: int = 1024) -> None:
+        self._decoded: dict[str, MarketDataAvailability] = {}
+        self._max_codes = max_codes  # the real codes are a handful; junk is not kept
+
+    def __call__(self, code: Any) -> MarketDataAvailability | None:
+        decoded = self._decoded.get(code) if type(code) is str else None
+        if decoded is None:
+            decoded = decode_availability(code)
+            if decoded is not None and len(self._decoded) < self._max_codes:
+                self._decoded[code] = decoded
+        return decoded
 
 
 P, N, INT, T, F = Kind.PRICE, Kind.NUMBER, Kind.INT, Kind.TEXT, Kind.FLAG01
@@ -334,16 +344,28 @@ _PARSERS: dict[Kind, Callable[[Any], Scalar]] = {
     Kind.TEXT: to_text,
     Kind.FLAG01: to_bool,
 }
-PRICE, LAST_PRICE = 1, 2  # a price may carry a C/H prefix; on the last price (31) it sets the flags
+class Prefix(enum.IntEnum):
+    """Whether a field's raw value may carry a C/H prefix (prices); on the last price (31) the
+    prefix also sets the quote's prior-close and halted flags."""
+
+    NONE = 0
+    PRICE = 1
+    LAST_PRICE = 2
+
+
+def _prefix(fid: str, kind: Kind) -> Prefix:
+    if kind is not Kind.PRICE:
+        return Prefix.NONE
+    return Prefix.LAST_PRICE if fid == "31" else Prefix.PRICE
 
 
 def quote_field_table(identity_keys: Iterable[str]) -> dict[str, Any]:
     """For the normalizer's hot path, one lookup per frame key: field id -> (name, the
-    :class:`ParseCache` of its kind, 0 / PRICE / LAST_PRICE), or None for ``identity_keys``.
+    :class:`ParseCache` of its kind, its :class:`Prefix`), or None for ``identity_keys``.
     Each call makes new caches (one set per normalizer)."""
     parsed = {kind: ParseCache(parse) for kind, parse in _PARSERS.items()}
     fields = {
-        fid: (name, parsed[kind], (LAST_PRICE if fid == "31" else PRICE) if kind is Kind.PRICE else 0)
+        fid: (name, parsed[kind], _prefix(fid, kind))
         for fid, (name, kind) in MARKET_DATA_FIELDS.items()
     }
     return {**fields, **dict.fromkeys(identity_keys)}

@@ -63,6 +63,8 @@ from bridge.ingest.timers import SocketTimers
 
 log = logging.getLogger(__name__)
 
+Rows = Iterable[Mapping[str, Any]]  # REST rows (orders, trades)
+
 
 SILENCE = "silent"  # the first word of a silence gap's reason (its metrics label)
 
@@ -243,7 +245,7 @@ class GatewaySession:
             if self.state is SessionState.CONNECTED and self._login_seen and self._sts_auth is None:
                 self._become_usable(now_ns, "system login and heartbeat")
         elif isinstance(event, Bars):
-            self._outbox.extend(self._on_bars(event, now_ns))
+            self._outbox.extend(self._subs.history_answered(event, now_ns, self.usable))
         elif isinstance(event, Control) and event.kind is ControlKind.WAITING_FOR_SESSION:
             if self._session_id and not self._session_resent and not self.usable:
                 self._session_resent = True
@@ -356,9 +358,6 @@ class GatewaySession:
         """Queue a one-shot ``smh``; at most ``smh_max_concurrent`` are in flight."""
         self._outbox.extend(self._subs.request_history(request, now_ns, self.usable))
 
-    def _on_bars(self, bars: Bars, now_ns: int) -> list[str]:
-        return self._subs.history_answered(bars, now_ns, self.usable)
-
     # ------------------------------------------------------------------------------ timers
 
     def next_deadline(self) -> int | None:
@@ -409,13 +408,7 @@ class GatewaySession:
         self._reconciliation.requested(now_ns)
         self._actions.append(action)
 
-    def reconciled(
-        self,
-        gap_id: str | None,
-        orders: Iterable[Mapping[str, Any]],
-        trades: Iterable[Mapping[str, Any]],
-        now_ns: int,
-    ) -> None:
+    def reconciled(self, gap_id: str | None, orders: Rows, trades: Rows, now_ns: int) -> None:
         """The REST rows a ``Reconcile`` fetched: what changed while blind is published, marked
         reconciled, then a ``reconciled`` lifecycle event with the counts."""
         events, detail = self._reconciliation.rows(gap_id, orders, trades)
@@ -426,14 +419,8 @@ class GatewaySession:
         """A ``Reconcile`` could not fetch its rows."""
         self._emit(LifecycleKind.RECONCILED, now_ns, error, detail=Reconciliation.failed(gap_id, error))
 
-    def _emit(
-        self,
-        kind: LifecycleKind,
-        now_ns: int,
-        reason: str | None = None,
-        gap: Gap | None = None,
-        detail: Mapping[str, Scalar] | None = None,
-    ) -> None:
+    def _emit(self, kind: LifecycleKind, now_ns: int, reason: str | None = None, gap: Gap | None = None,
+              detail: Mapping[str, Scalar] | None = None) -> None:  # fmt: skip
         self._events.append(lifecycle_event(kind, now_ns, self.session_epoch, reason, gap, detail))
 
 

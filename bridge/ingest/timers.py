@@ -43,9 +43,7 @@ class SocketTimers:
             deadlines.append(self._last_frame_ns + _ns(settings.stale_after_s))
             if connected:
                 deadlines.append(self._opened_ns + _ns(settings.auth_timeout_s))
-        for optional in (self._next_auth_poll_ns, self._next_reauth_ns):
-            if optional is not None:
-                deadlines.append(optional)
+        deadlines.extend(t for t in (self._next_auth_poll_ns, self._next_reauth_ns) if t is not None)
         return deadlines
 
     def keepalives_due(self, now_ns: int) -> tuple[bool, bool]:

@@ -347,24 +347,16 @@ class Topic:
         return self.targets[0] if self.targets else None
 
 
-TOPIC_CACHE: dict[str, Topic | None] = {}  # parsed topics, shared with the normalizer's hot path
-
-
 def parse_topic(topic: str) -> Topic | None:
     """``smd+265598`` -> Topic('md', ('265598',)); None when it is not a known data topic.
 
     A combo echo keeps its target whole: ``smd+0;;;265598/1,8314/+1`` -> ('0;;;265598/1,8314/+1',).
     """
-    cached = TOPIC_CACHE.get(topic)
-    if cached is not None or topic in TOPIC_CACHE:
-        return cached
     parts = topic.split("+")
     verb = parts[0]
     parsed = None
     if len(verb) == 3 and verb[0] == "s" and verb[1:] in DATA_CHANNELS:
         parsed = Topic(verb[1:], tuple(_targets(parts[1:])))
-    if len(TOPIC_CACHE) < 100_000:
-        TOPIC_CACHE[topic] = parsed
     return parsed
 
 

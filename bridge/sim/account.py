@@ -50,9 +50,8 @@ class AccountState:
         values = {"NetLiquidation-S": self.net_liq, "ExcessLiquidity-S": round(self.net_liq * 0.99, 2),
                   "AccruedCash-S": 2521.61, "BuyingPower-S": round(self.net_liq * 4, 2),
                   "TotalCashValue-S": self.cash}
-        for key in SUMMARY_MONEY:
-            rows.append({"key": key, "currency": "USD", "monetaryValue": values[key], "severity": 0,
-                         "timestamp": now})
+        rows.extend({"key": key, "currency": "USD", "monetaryValue": values[key], "severity": 0,
+                     "timestamp": now} for key in SUMMARY_MONEY)
         return {"result": _select(rows, keys, fields), "topic": f"ssd+{self.account}"}
 
     def ledger_frame(self, keys: list[str], fields: list[str], blank: set[str]) -> dict[str, Any]:

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from bridge.ingest.wire import ClientMessage, parse_client_message
 from bridge.sim import frames
+from bridge.sim.account import AccountState
+from bridge.sim.config import SimConfig
 from bridge.sim.frames import OP_BINARY, OP_TEXT, ws_header
 from bridge.sim.market import burst_templates, combo_legs, conid_of
-
-if TYPE_CHECKING:
-    from bridge.sim.gateway import Gateway
+from bridge.sim.orders import OrderEngine
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,48 @@ class Filtered:
     sent: int = 0
 
 
+class GatewayView(Protocol):
+    """What a socket reads and asks of the gateway-global state (``bridge.sim.gateway.Gateway``)."""
+
+    config: SimConfig
+    rng: random.Random
+    session_id: str
+    internal_session_id: str
+    accounts_listed: bool
+    sessions_presented: list[tuple[str, str | None]]
+    silent_until: dict[str, float]
+    frames: Counter[str]
+    suppressed: Counter[str]
+    account: AccountState
+    orders: OrderEngine
+
+    def is_stalled(self) -> bool: ...
+
+    def is_silent(self, topic: str) -> bool: ...
+
+    def binary_frames(self) -> bool: ...
+
+    def bursting_connections(self) -> int: ...
+
+    def data_flowing(self) -> bool: ...
+
+    def sts_frame(self) -> dict[str, Any]: ...
+
+    def server_id(self, conid: int) -> str: ...
+
+    def md_snapshot(self, target: str, sub: MdSub) -> dict[str, Any]: ...
+
+    def line_refusal(self, target: str) -> dict[str, Any] | None: ...
+
+    def open_history(self, conn: SimConnection, conid: int, args: dict[str, Any]) -> dict[str, Any]: ...
+
+    def close_history(self, conn: SimConnection, server_id: str) -> bool: ...
+
+    def send_ladder(self, conn: SimConnection, topic: str) -> None: ...
+
+
 class SimConnection:
-    def __init__(self, conn_id: int, ws: web.WebSocketResponse, gateway: Gateway) -> None:
+    def __init__(self, conn_id: int, ws: web.WebSocketResponse, gateway: GatewayView) -> None:
         writer = ws._writer
         assert writer is not None, "websocket not prepared"
         self.id = conn_id

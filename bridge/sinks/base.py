@@ -93,7 +93,7 @@ class Record:
         updated_ms: int | None,
     ) -> Record:
         """A record whose attributes are ``head`` then ``id``, ``time``, ``subject``, ``sequence``
-        with the values of ``tail``. The codec's hot path inlines this (see ``codec.encode_quote``)."""
+        with the values of ``tail`` (how the codec builds every record)."""
         record = _new_record(cls)
         record.destination = destination
         record.key = key

@@ -128,9 +128,11 @@ class KafkaSinkOptions:
             "topic_partitions",
             "topic_replication",
         )
-        for name in positive:
-            if getattr(self, name) <= 0:
-                problems.append(f"kafka.{name}: must be positive, got {getattr(self, name)}")
+        problems.extend(
+            f"kafka.{name}: must be positive, got {value}"
+            for name in positive
+            if (value := getattr(self, name)) <= 0
+        )
         if problems:
             raise ConfigError(problems)
 
@@ -300,8 +302,9 @@ class KafkaSink:
         plan = self._plan(batch, counts)
         futures: list[asyncio.Future[Any]] = []
         try:
-            for part in plan:
-                futures.append(await producer.send_batch(part.builder, part.topic, partition=part.partition))
+            for part in plan:  # one at a time: on a failure, the futures sent so far are abandoned
+                sent = producer.send_batch(part.builder, part.topic, partition=part.partition)
+                futures.append(await sent)
         except kafka_errors.KafkaError as exc:
             _abandon(futures)
             raise translate(exc, plan[len(futures)].indices[0]) from exc

@@ -32,12 +32,13 @@ def build_frames(count: int, seed: int = 7) -> list[bytes]:
     frames: list[bytes] = []
     updated = 1_777_552_110_061
     order_id, execution = 900_000_000, 0
-    for conid in conids:  # first snapshots
-        frames.append(orjson.dumps({"topic": f"smd+{conid}", "conid": conid, "conidEx": str(conid),
-                                    "_updated": updated, "server_id": "q1", "6119": "q1", "6509": "RpB",
-                                    "31": f"{prices[conid]:.2f}", "84": f"{prices[conid] - 0.01:.2f}",
-                                    "86": f"{prices[conid] + 0.01:.2f}", "85": "1,300", "88": "500",
-                                    "7059": "100", "87": "24.2M", "83": 0.56}))  # fmt: skip
+    frames.extend(  # first snapshots
+        orjson.dumps({"topic": f"smd+{conid}", "conid": conid, "conidEx": str(conid),
+                      "_updated": updated, "server_id": "q1", "6119": "q1", "6509": "RpB",
+                      "31": f"{prices[conid]:.2f}", "84": f"{prices[conid] - 0.01:.2f}",
+                      "86": f"{prices[conid] + 0.01:.2f}", "85": "1,300", "88": "500",
+                      "7059": "100", "87": "24.2M", "83": 0.56})
+        for conid in conids)  # fmt: skip
     while len(frames) < count:
         updated += rng.randint(0, 3)
         roll = rng.random()

@@ -104,6 +104,18 @@ def compare_with_record(
     result.duplicates = extra_o + extra_e
     result.duplicates_with_other_content = diff_o + diff_e
 
+    _compare_orders(result, unique_orders, expected, wanted, every_state)
+    _compare_executions(result, unique_execs, sim_executions)
+    return result
+
+
+def _compare_orders(
+    result: Comparison,
+    unique_orders: list[Consumed],
+    expected: dict[int, list[tuple[str, float]]],
+    wanted: set[int],
+    every_state: bool,
+) -> None:
     consumed_states: dict[int, list[tuple[str, float]]] = defaultdict(list)
     for r in unique_orders:
         order_id = int(r.data.get("order_id", r.key or -1))
@@ -127,6 +139,10 @@ def compare_with_record(
         if positions != sorted(positions):
             result.orders_reordered[order_id] = seen
 
+
+def _compare_executions(
+    result: Comparison, unique_execs: list[Consumed], sim_executions: list[dict[str, Any]]
+) -> None:
     consumed_exec: dict[str, list[Consumed]] = defaultdict(list)
     for r in unique_execs:
         consumed_exec[str(r.data.get("execution_id"))].append(r)
@@ -148,7 +164,6 @@ def compare_with_record(
         seen = [e for e in by_order.get(order_id, []) if e in eids]
         if seen != [e for e in eids if e in seen]:
             result.executions_reordered.append(order_id)
-    return result
 
 
 def per_key_times_never_go_back(records: Iterable[Consumed]) -> dict[str, list[str]]:

@@ -164,8 +164,9 @@ async def test_a_sixth_bars_subscription_is_refused_over_admin_and_counted(
 
     async def done() -> bool:
         if bridge.session.usable and not answers:
-            for conid in (265598, 8314, 272093, 4815747, 76792991, 3691937):
-                answers.append(await admin(bridge, "POST", {"type": "bars", "conid": str(conid), "bar": "1h"}))
+            for conid in (265598, 8314, 272093, 4815747, 76792991, 3691937):  # one request at a time
+                answer = await admin(bridge, "POST", {"type": "bars", "conid": str(conid), "bar": "1h"})
+                answers.append(answer)
             metrics.append(bridge.admin.render_metrics().decode())
             answers.append(await admin(bridge, "DELETE", {"key": answers[0][1]["subscribed"]}))
         open_smh[:] = [len(c["subscriptions"]["smh"]) for c in live_sim.gateway.stats()["connections"]]

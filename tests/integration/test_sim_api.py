@@ -53,14 +53,14 @@ def test_session_cookies_are_read_in_every_spelling() -> None:
 
 def test_command_line_prints_its_urls_and_exits_zero_on_sigterm() -> None:
     cli = os.path.join(os.path.dirname(sys.executable), "ibkr-bridge")
-    proc = subprocess.Popen([cli, "sim", "--port", "0", "--no-tls"], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    output = b""
-    deadline = time.monotonic() + 15
-    while b"websocket ws://" not in output and time.monotonic() < deadline:
-        if select.select([proc.stdout], [], [], 0.1)[0]:
-            output += os.read(proc.stdout.fileno(), 4096)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(10) == 0
+    with subprocess.Popen([cli, "sim", "--port", "0", "--no-tls"], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        output = b""
+        deadline = time.monotonic() + 15
+        while b"websocket ws://" not in output and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 0.1)[0]:
+                output += os.read(proc.stdout.fileno(), 4096)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
     assert b"rest http://127.0.0.1:" in output and b"/v1/api/ws" in output

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.delivery.buffer import Batch, DeliveryBuffer, MarketDataQueue, NullObserver
+from bridge.delivery.buffer import Batch, DeliveryBuffer, MarketDataQueue
+from bridge.delivery.observer import NullObserver
 from bridge.delivery.spool import Spool
 from bridge.events import EventClass
 from bridge.sinks.base import Record

@@ -122,10 +122,11 @@ def test_quote_ids_from_the_fast_encoder_match_the_generic_id_rules() -> None:
 
 def test_quotes_alternating_between_availabilities_each_carry_their_own() -> None:
     from bridge.events import MarketDataAvailability
-    from bridge.ingest.fields import decode_availability
+    from bridge.ingest.fields import AvailabilityCodes
 
-    realtime, delayed = decode_availability("RpB"), decode_availability("DPB")
-    assert realtime is decode_availability("RpB") and realtime != delayed
+    decode = AvailabilityCodes()
+    realtime, delayed = decode("RpB"), decode("DPB")
+    assert realtime is decode("RpB") and realtime != delayed
     other = MarketDataAvailability("RpB", "realtime", False, True, True)  # equal, but another object
     router, ctx = Router(), EnvelopeContext()
     for availability in (realtime, delayed, None, realtime, other, None, delayed):

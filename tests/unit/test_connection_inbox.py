@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from picows import WSCloseCode, WSMsgType
 from picows.picows import _make_test_ws_frame
 
-from bridge.gateway.connection import _Inbox
+from bridge.gateway.inbox import Inbox
 
 
 @dataclass
@@ -40,13 +40,13 @@ def frame(kind: WSMsgType, payload: bytes, fin: bool = True):  # type: ignore[no
     return _make_test_ws_frame(kind, payload, fin, False)
 
 
-def inbox(pause_at: int = 100, max_bytes: int = 1000) -> tuple[_Inbox, FakeTransport]:
-    box, transport = _Inbox(max_bytes, pause_at), FakeTransport()
+def inbox(pause_at: int = 100, max_bytes: int = 1000) -> tuple[Inbox, FakeTransport]:
+    box, transport = Inbox(max_bytes, pause_at), FakeTransport()
     box.on_ws_connected(transport)  # type: ignore[arg-type]
     return box, transport
 
 
-def feed(box: _Inbox, transport: FakeTransport, *frames: object) -> None:
+def feed(box: Inbox, transport: FakeTransport, *frames: object) -> None:
     for f in frames:
         box.on_ws_frame(transport, f)  # type: ignore[arg-type]
 

@@ -7,7 +7,7 @@ import inspect
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.delivery.buffer import DeliveryObserver
+from bridge.delivery.observer import DeliveryObserver
 from bridge.events import EventClass
 from bridge.metrics import CONTENT_TYPE_LATEST, BridgeMetrics, DeliveryMetrics
 

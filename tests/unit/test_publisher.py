@@ -13,7 +13,8 @@ import pytest
 
 from bridge.backoff import PUBLISH_RETRY, Backoff
 from bridge.codec import EnvelopeContext, encode
-from bridge.delivery.buffer import DeliveryBuffer, NullObserver
+from bridge.delivery.buffer import DeliveryBuffer
+from bridge.delivery.observer import NullObserver
 from bridge.delivery.spool import Spool
 from bridge.errors import SinkRejected
 from bridge.events import DeadLetter, EventClass, Order, Quote

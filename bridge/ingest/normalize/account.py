@@ -11,8 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bridge.events import AccountLedger, AccountProperties, AccountSummary, Event, Pnl
-from bridge.ingest.fields import Unparsed, to_bool, to_float, to_int, to_text
-from bridge.ingest.normalize.trading import ElementError
+from bridge.ingest.fields import ElementError, Unparsed, to_bool, to_float, to_int, to_text
 
 PNL_KEYS: dict[str, str] = {
     "dpl": "daily_pnl",

@@ -19,14 +19,13 @@ from bridge.events import (
     Control,
     ControlKind,
     Event,
-    GatewayError,
+    GatewayErrorMessage,
     Heartbeat,
     Notification,
     SystemLogin,
     TickleReply,
 )
-from bridge.ingest.fields import Unparsed, to_bool, to_int, to_text
-from bridge.ingest.normalize.trading import ElementError
+from bridge.ingest.fields import ElementError, Unparsed, to_bool, to_int, to_text
 
 _STS_KEYS = ("authenticated", "competing", "connected", "established")
 _STS_TEXT = {"message": "message", "fail": "fail", "serverName": "server_name",
@@ -55,7 +54,7 @@ def error(obj: dict[str, Any]) -> list[Event]:
     except Unparsed:
         code_number, extra["code"] = None, code
     topic = obj.get("topic")
-    return [GatewayError(text, code_number, topic if isinstance(topic, str) else None, extra)]
+    return [GatewayErrorMessage(text, code_number, topic if isinstance(topic, str) else None, extra)]
 
 
 def control(obj: dict[str, Any]) -> list[Event]:

@@ -21,8 +21,7 @@ from typing import Any
 
 from bridge.events import Bar, BarExtreme, Bars, BookLadder, BookRow
 from bridge.ingest import wire
-from bridge.ingest.fields import Unparsed, to_bool, to_float, to_int, to_text
-from bridge.ingest.normalize.trading import ElementError
+from bridge.ingest.fields import ElementError, Unparsed, to_bool, to_float, to_int, to_text
 
 START_TIME_FORMAT = "%Y%m%d-%H:%M:%S"
 

@@ -30,9 +30,10 @@ from bridge.events import (
 )
 from bridge.ingest import bounds, wire
 from bridge.ingest.fields import (
-    LAST_PRICE,
+    AvailabilityCodes,
+    ElementError,
+    Prefix,
     Unparsed,
-    decode_availability,
     quote_field_table,
     to_int,
     to_text,
@@ -42,7 +43,8 @@ from bridge.ingest.normalize import control
 from bridge.ingest.normalize.account import AccountState
 from bridge.ingest.normalize.control import as_object as _object
 from bridge.ingest.normalize.history import book_ladder, historical_bars
-from bridge.ingest.normalize.trading import ElementError, ExecutionLedger, OrderBook
+from bridge.ingest.normalize.trading import ExecutionLedger, OrderBook
+from bridge.quote_fast import new_quote
 
 _QUOTE_IDENTITY = frozenset({"topic", "conid", "conidEx", "_updated", "server_id", "6119", "6509"})
 
@@ -74,7 +76,8 @@ class Normalizer:
         self._executions = ExecutionLedger()
         self._accounts = AccountState()
         self._last_tic: Any = None
-        self.repaired_utf8_frames = 0
+        self._topics: dict[str, wire.Topic | None] = {}
+        self._availability = AvailabilityCodes()
         self.dropped_extra_values = 0  # unknown quote values dropped past bounds.MAX_EXTRA_BYTES
         # smd frames normalized the fast way, tallied for a metering caller (see _tally_frame)
         self.md_frames = 0
@@ -129,7 +132,7 @@ class Normalizer:
             topic_name = obj.get("topic")
             topic = None
             if type(topic_name) is str and "error" not in obj:
-                topic = _TOPICS.get(topic_name) or wire.parse_topic(topic_name)
+                topic = self._topics.get(topic_name) or self._topic(topic_name)
             if topic is None:
                 events = self._classified(obj, data, received_ns)
             elif topic.channel == "md":
@@ -162,6 +165,14 @@ class Normalizer:
                 events[index] = self._dead(data, received_ns, "unrepresentable", error, topic)
         return events
 
+    def _topic(self, name: str) -> wire.Topic | None:
+        if name in self._topics:
+            return self._topics[name]
+        topic = wire.parse_topic(name)
+        if len(self._topics) < _MAX_TOPICS:
+            self._topics[name] = topic
+        return topic
+
     def _tally_frame(self, events: list[Event], data: bytes | str, received_ns: int) -> None:
         """Every frame passes here (a metering subclass counts it) except the smd frames of the
         fast path, which are only tallied in ``md_frames``, ``md_bytes`` and ``md_unchanged_frames``."""
@@ -173,7 +184,6 @@ class Normalizer:
         obj = decoded.obj
         if obj is None:
             return [self._dead(data, received_ns, decoded.outcome.value, decoded.error)]
-        self.repaired_utf8_frames += 1
         try:
             events = self._classified(obj, data, received_ns)
         except Exception as exc:  # noqa: BLE001 - see normalize()
@@ -283,7 +293,7 @@ class Normalizer:
         state.revision = state.revision + 1 if updated_ms == state.updated_ms and updated_ms else 0
         state.updated_ms = updated_ms
         snapshot, state.snapshot_pending = state.snapshot_pending, False
-        return _new_quote(
+        return new_quote(
             conid,
             state.conid_ex,
             updated_ms,
@@ -332,9 +342,9 @@ class Normalizer:
                     self._keep_extra(state, key, raw, changed)
                 continue
             name, parsed, prefixed = spec
-            if prefixed == LAST_PRICE:
+            if prefixed is _LAST_PRICE:
                 prefix = raw[0] if type(raw) is str and raw and raw[0] in "CH" else ""
-                Normalizer._last_flags(state, prefix, changed)
+                _last_flags(state, prefix, changed)
             try:
                 value = parsed[raw]
             except (Unparsed, TypeError):  # TypeError: a list or an object, which no kind accepts
@@ -346,19 +356,7 @@ class Normalizer:
             if current(name, missing) != value:
                 values[name] = value
                 changed.append(name)
-        conid_ex = obj.get("conidEx")
-        if conid_ex is not None and conid_ex != state.conid_ex:
-            text = to_text(conid_ex)
-            # A combo keeps its full target when the echoed conidEx does not name the legs.
-            state.conid_ex = text if state.combo is None or (text and wire.is_combo(text)) else state.combo
-        server_id = obj.get("server_id", obj.get("6119"))
-        if server_id is not None and server_id != state.server_id:
-            state.server_id = to_text(server_id) or state.server_id
-        if "6509" in obj:
-            availability = decode_availability(obj["6509"])
-            if availability != state.availability:
-                state.availability = availability
-                changed.append("availability")
+        _merge_identity(state, obj, changed, self._availability)
         return changed
 
     def _keep_extra(self, state: _QuoteState, key: str, raw: Any, changed: list[str]) -> None:
@@ -377,16 +375,6 @@ class Normalizer:
         extra[key] = value
         state.extra_bytes += size
         changed.append(key)
-
-    @staticmethod
-    def _last_flags(state: _QuoteState, prefix: str, changed: list[str]) -> None:
-        prior_close, halted = prefix == "C", prefix == "H"
-        if prior_close != state.last_is_prior_close:
-            state.last_is_prior_close = prior_close
-            changed.append("last_is_prior_close")
-        if halted != state.halted:
-            state.halted = halted
-            changed.append("halted")
 
     # ------------------------------------------------------------------------ session frames
 
@@ -407,49 +395,39 @@ class Normalizer:
 
 
 _MISSING = object()
+_LAST_PRICE = Prefix.LAST_PRICE
 _TOO_DEEP = f"nested deeper than {bounds.MAX_DEPTH} levels"
-_TOPICS = wire.TOPIC_CACHE
+_MAX_TOPICS = 100_000  # parsed topics kept per normalizer; data topics are one per stream
 
 
-_QUOTE_SLOTS = ("conid", "conid_ex", "updated_ms", "server_id", "snapshot", "changed", "values", "revision",
-                "last_is_prior_close", "halted", "availability", "extra")  # fmt: skip
-if Quote.__slots__ != _QUOTE_SLOTS:
-    raise ImportError(f"_new_quote is out of date: Quote fields are now {Quote.__slots__}")
-_QUOTE_SETTERS = tuple(getattr(Quote, name).__set__ for name in _QUOTE_SLOTS)
+def _last_flags(state: _QuoteState, prefix: str, changed: list[str]) -> None:
+    """The last price's C (prior close) or H (halted) prefix, as the quote's two flags."""
+    prior_close, halted = prefix == "C", prefix == "H"
+    if prior_close != state.last_is_prior_close:
+        state.last_is_prior_close = prior_close
+        changed.append("last_is_prior_close")
+    if halted != state.halted:
+        state.halted = halted
+        changed.append("halted")
 
 
-def _new_quote(
-    conid: int,
-    conid_ex: str | None,
-    updated_ms: int | None,
-    server_id: str | None,
-    snapshot: bool,
-    changed: tuple[str, ...],
-    values: dict[str, Scalar],
-    revision: int,
-    last_is_prior_close: bool,
-    halted: bool,
-    availability: MarketDataAvailability | None,
-    extra: dict[str, Any],
-) -> Quote:
-    """``Quote(...)`` with every field given, in half the time: the frozen dataclass's ``__init__``
-    goes through ``object.__setattr__`` per field; this fills the slots directly (the same result,
-    still frozen afterwards)."""
-    quote: Quote = object.__new__(Quote)
-    s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11 = _QUOTE_SETTERS
-    s0(quote, conid)
-    s1(quote, conid_ex)
-    s2(quote, updated_ms)
-    s3(quote, server_id)
-    s4(quote, snapshot)
-    s5(quote, changed)
-    s6(quote, values)
-    s7(quote, revision)
-    s8(quote, last_is_prior_close)
-    s9(quote, halted)
-    s10(quote, availability)
-    s11(quote, extra)
-    return quote
+def _merge_identity(
+    state: _QuoteState, obj: dict[str, Any], changed: list[str], decode: AvailabilityCodes
+) -> None:
+    """The identity keys of a quote frame: conidEx, the server id and the availability (6509)."""
+    conid_ex = obj.get("conidEx")
+    if conid_ex is not None and conid_ex != state.conid_ex:
+        text = to_text(conid_ex)
+        # A combo keeps its full target when the echoed conidEx does not name the legs.
+        state.conid_ex = text if state.combo is None or (text and wire.is_combo(text)) else state.combo
+    server_id = obj.get("server_id", obj.get("6119"))
+    if server_id is not None and server_id != state.server_id:
+        state.server_id = to_text(server_id) or state.server_id
+    if "6509" in obj:
+        availability = decode(obj["6509"])
+        if availability != state.availability:
+            state.availability = availability
+            changed.append("availability")
 
 
 def _topic_name(obj: Mapping[str, Any]) -> str | None:

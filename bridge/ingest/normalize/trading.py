@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bridge.events import Control, ControlKind, Event, Execution, Order
-from bridge.ingest.fields import Unparsed, to_bool, to_float, to_int, to_text
+from bridge.ingest.fields import ElementError, Unparsed, to_bool, to_float, to_int, to_text
 
 Parser = Callable[[Any], Any]
 
@@ -68,10 +68,6 @@ EXECUTION_KEYS: dict[str, tuple[str, Parser]] = {
     "order_description": ("description", to_text),
 }
 _SIDES = {"B": "BUY", "S": "SELL", "BOT": "BUY", "SLD": "SELL"}
-
-
-class ElementError(ValueError):
-    """One element of a frame cannot be interpreted; it becomes a dead letter on its own."""
 
 
 def parse_size_and_fills(text: str | None) -> tuple[float | None, float | None, float | None]:
