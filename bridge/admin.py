@@ -97,7 +97,11 @@ async def start_admin(app: web.Application, host: str, port: int) -> tuple[web.A
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
     addresses = runner.addresses
     bound = addresses[0][1] if addresses else port
     log.info("admin HTTP listening on http://%s:%d", host, bound)

@@ -45,6 +45,7 @@ class BridgeAdmin:
         self.spool = spool
         self.sink = sink
         self.publisher = publisher
+        self.sink_error: str | None = None  # the last failure to start the sink, until it starts
 
     def render_metrics(self) -> bytes:
         """Refresh the gauges that are read at scrape time, then render."""
@@ -97,7 +98,8 @@ class BridgeAdmin:
             "spool": {"bytes": self.spool.size_bytes, "segments": self.spool.segment_count},
             "sink": {
                 "name": self.sink.name,
-                "up": self.publisher.sink_up,
+                "up": self.publisher.sink_up and self.sink_error is None,
+                "last_error": self.sink_error or self.publisher.last_error,
                 "published_events": self.publisher.published_events,
                 "dead_lettered_events": self.publisher.dead_lettered_events,
             },

@@ -13,6 +13,7 @@ report, :mod:`bridge.admin_backend` serves what the admin endpoints read.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import random
@@ -28,7 +29,9 @@ from bridge.codec import EnvelopeContext
 from bridge.config import Settings, secret
 from bridge.delivery.buffer import DeliveryBuffer
 from bridge.delivery.spool import Spool
-from bridge.errors import SinkError
+from bridge.delivery.spool_identity import SinkIdentity
+from bridge.delivery.spool_identity import claim as claim_spool
+from bridge.errors import BridgeError, ConfigError, SinkError
 from bridge.events import Event, EventClass
 from bridge.gateway.connection import ConnectionSettings, GatewayConnection
 from bridge.gateway.oauth import OAuthConsumer, load_key_set
@@ -39,7 +42,7 @@ from bridge.metering import EventMeter, MeteredNormalizer
 from bridge.metrics import BridgeMetrics
 from bridge.pipeline import Pipeline
 from bridge.publisher import Publisher
-from bridge.routing import Router
+from bridge.routing import DEFAULT_DESTINATIONS, Router
 from bridge.sinks.base import Record, Sink
 from bridge.sinks.kafka import KafkaSink, KafkaSinkOptions
 from bridge.sinks.memory import MemorySink
@@ -50,6 +53,8 @@ from bridge.specs import books_without_account, desired_subscriptions
 log = logging.getLogger(__name__)
 
 GC_THRESHOLDS = (50_000, 20, 100)  # see Bridge.run
+
+SINK_SUMMARY_INTERVAL_S = 60.0  # while the sink stays unreachable: one summary line per minute
 
 
 def kafka_options(settings: Settings) -> KafkaSinkOptions:
@@ -99,6 +104,11 @@ def build_sink(settings: Settings) -> Sink:
     return StdoutSink()
 
 
+def spool_owner(settings: Settings) -> SinkIdentity:
+    """The identity of the sink the spool's records are for: kind, servers and destinations."""
+    return SinkIdentity.of(settings.sink.url, {**DEFAULT_DESTINATIONS, **settings.destinations}.values())
+
+
 class Bridge:
     """Everything wired together; ``run()`` until ``stop()``, then drain."""
 
@@ -123,6 +133,11 @@ class Bridge:
             fsync="interval_ms" if delivery.spool_fsync == "interval" else delivery.spool_fsync,
             fsync_interval_ms=delivery.spool_fsync_interval_ms,
         )
+        try:  # records spooled for another sink are never drained into this one
+            claim_spool(self.spool, spool_owner(settings))
+        except ConfigError:
+            self.spool.close()
+            raise
         observer = self.metrics.delivery_observer(self.sink.name)
         self.buffer = DeliveryBuffer(
             max_market_events=delivery.max_market_data_events,
@@ -176,6 +191,7 @@ class Bridge:
         self._stop = asyncio.Event()
         self._admin_runner: web.AppRunner | None = None
         self._sink_starter: asyncio.Task[None] | None = None
+        self.fatal_error: BaseException | None = None
         self.admin_port: int | None = None
         for event_class in (EventClass.MARKET_DATA, EventClass.CRITICAL):
             market = event_class is EventClass.MARKET_DATA
@@ -217,31 +233,51 @@ class Bridge:
             # A broker that is down at start is an outage like any other: read the gateway,
             # buffer and spool, and keep trying to connect the sink.
             log.warning("sink %s unavailable at start, retrying in the background: %s", self.sink.name, exc)
+            self.admin.sink_error = str(exc)
             self._sink_starter = asyncio.create_task(self._start_sink_with_backoff(), name="sink-start")
         self.publisher.start()
         admin = self.settings.admin
         token = secret(admin.token, admin.token_file)
         app = build_admin_app(self.admin, self.admin.render_metrics, token)
-        self._admin_runner, self.admin_port = await start_admin(app, admin.host, admin.port)
+        try:
+            self._admin_runner, self.admin_port = await start_admin(app, admin.host, admin.port)
+        except OSError as exc:
+            in_use = exc.errno == errno.EADDRINUSE
+            why = "is in use by another process" if in_use else f"cannot be bound ({exc.strerror})"
+            fix = "choose another admin.port (or --admin HOST:PORT)"
+            raise BridgeError(f"admin.port: {admin.host}:{admin.port} {why}; {fix}") from None
 
     async def _start_sink_with_backoff(self) -> None:
         retry, failures = Backoff(SINK_START_RETRY, random.Random()), 0
+        loop = asyncio.get_running_loop()
+        since = summarized = loop.time()
         while True:
             failures += 1
             await asyncio.sleep(retry.delay_for(failures))
             try:
                 await self.sink.start()
             except SinkError as exc:
+                self.admin.sink_error = str(exc)
                 if not exc.retryable:
-                    log.error("sink %s refused the connection for good: %s", self.sink.name, exc)
+                    log.error("sink %s refused for good, stopping: %s", self.sink.name, exc)
+                    self.fatal_error = exc
                     self.stop()
                     return
+                if loop.time() - summarized >= SINK_SUMMARY_INTERVAL_S:  # a summary, not a line per attempt
+                    summarized = loop.time()
+                    log.warning("sink %s still unavailable: %d attempts over %.0f s; last error: %s",
+                                self.sink.name, failures + 1, summarized - since, exc)  # fmt: skip
                 continue
+            self.admin.sink_error = None
             log.info("sink %s connected after %d attempts", self.sink.name, failures + 1)
             return
     async def run(self) -> None:
         """Start, serve the gateway until ``stop()``, then drain."""
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.shutdown()
+            raise
         # Everything built so far lives as long as the process: keep it out of the collector's
         # full passes, which otherwise rescan it while the hot path allocates (~25% of its CPU).
         gc.freeze()
@@ -262,6 +298,8 @@ class Bridge:
             gc.set_threshold(*thresholds)
         if gateway in done:
             gateway.result()  # surface a crash of the session loop, after the drain
+        if self.fatal_error is not None:
+            raise self.fatal_error
 
     def stop(self) -> None:
         self._stop.set()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
     from bridge.config import Settings
+    from bridge.errors import ConfigError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -29,7 +31,13 @@ Command = Callable[[argparse.Namespace], int]
 def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from bridge.sim import cli as sim_cli
 
-    parser = sub.add_parser("sim", help="run the Client Portal Gateway simulator")
+    parser = sub.add_parser(
+        "sim",
+        help="run the Client Portal Gateway simulator",
+        description="Serve a simulated Client Portal Gateway (REST and websocket on one port, a "
+        "self-signed certificate unless --no-tls) until SIGINT/SIGTERM, for trying the bridge "
+        "without an IBKR account; --order-flow S places orders by itself.",
+    )
     sim_cli.configure_parser(parser)
     parser.set_defaults(command=sim_cli.run)
 
@@ -112,13 +120,27 @@ def _zone(name: str) -> tzinfo:
 def _schemas(args: argparse.Namespace) -> int:
     from bridge.schemagen import write_schemas
 
-    written = write_schemas(Path(args.out))
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"ibkr-bridge schemas: --out {out} is an existing file; give a directory "
+              "(created when missing; same-named files in it are replaced)", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    try:
+        written = write_schemas(out)
+    except OSError as exc:
+        print(f"ibkr-bridge schemas: cannot write to --out {out}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILURE
     print(f"wrote {len(written)} schemas to {args.out}", file=sys.stderr)
     return EXIT_OK
 
 
 def _add_schemas(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("schemas", help="export the JSON Schema of every event type")
+    parser = sub.add_parser(
+        "schemas",
+        help="export the JSON Schema of every event type",
+        description="Write one JSON Schema per CloudEvents type (<type>.json, closed: no additional "
+        "properties) into a directory, for consumers to validate or generate code from.",
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="directory for the <type>.json files")
     parser.set_defaults(command=_schemas)
 
@@ -134,12 +156,17 @@ def _check_config(args: argparse.Namespace) -> int:
 
             load_key_set(settings.gateway.oauth_file)  # the key set's own problems, before a run
     except ConfigError as exc:
-        print(f"{args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        return config_failure("check-config", exc)
     print(_summary(settings, args.file))
     return EXIT_OK
+
+
+def config_failure(command: str, exc: ConfigError) -> int:
+    """Print every configuration problem the same way for every command; the usage exit code."""
+    print(f"ibkr-bridge {command}: invalid configuration, {len(exc.problems)} problem(s):", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  - {problem}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _summary(settings: Settings, source: str) -> str:
@@ -173,41 +200,60 @@ def _summary(settings: Settings, source: str) -> str:
 
 
 def _add_check_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("check-config", help="validate a config file; list every problem or summarize it")
+    parser = sub.add_parser(
+        "check-config",
+        help="validate a config file; list every problem or summarize it",
+        description="Validate FILE exactly as `run --config FILE` does (with the BRIDGE_* environment "
+        "applied): exit 0 with a one-screen summary, or exit 2 listing every problem with its field "
+        "path, value, what is allowed and who set it.",
+    )
     parser.add_argument("file", metavar="FILE")
     parser.set_defaults(command=_check_config)
 
 
 def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Command-line flags as settings overrides (flags win over the file)."""
-    overrides: dict[str, Any] = {}
+    """Command-line flags as settings overrides (flags win over the file and the environment)."""
+    return _flags(args)[0]
 
-    def put(path: str, value: Any) -> None:
+
+def run_override_origins(args: argparse.Namespace) -> dict[tuple[str, ...], str]:
+    """The flag that set each override, so a bad value is blamed on the flag."""
+    return _flags(args)[1]
+
+
+def _flags(args: argparse.Namespace) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    overrides: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], str] = {}
+
+    def put(path: str, value: Any, flag: str) -> None:
         node = overrides
         *parents, leaf = path.split(".")
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
+        origins[tuple(path.split("."))] = flag
 
     if args.gateway:
-        put("gateway.url", args.gateway)
+        put("gateway.url", args.gateway, "--gateway")
     if args.gateway_insecure_tls:
-        put("gateway.insecure_tls", True)
+        put("gateway.insecure_tls", True, "--gateway-insecure-tls")
     if args.oauth:
-        put("gateway.mode", "oauth")
-        put("gateway.oauth_file", args.oauth)
+        put("gateway.mode", "oauth", "--oauth")
+        put("gateway.oauth_file", args.oauth, "--oauth")
     if args.sink:
-        put("sink.url", args.sink)
+        put("sink.url", args.sink, "--sink")
+    if args.no_kafka_idempotence:
+        put("sink.kafka.enable_idempotence", False, "--no-kafka-idempotence")
     if args.market_data:
-        put("subscriptions.market_data.conids", args.market_data)
+        put("subscriptions.market_data.conids", args.market_data, "--market-data")
     for flag in ("orders", "executions", "pnl"):
         if getattr(args, flag):
-            put(f"subscriptions.{flag}", True)
+            put(f"subscriptions.{flag}", True, f"--{flag}")
     if args.admin:
         host, _, port = args.admin.rpartition(":")
-        put("admin.host", host or "127.0.0.1")
-        put("admin.port", port)
-    return overrides
+        put("admin.host", host or "127.0.0.1", "--admin")
+        put("admin.port", port, "--admin")
+    return overrides, origins
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -216,21 +262,23 @@ def _run(args: argparse.Namespace) -> int:
     from bridge.logs import configure_logging
 
     try:
-        settings = load_settings(Path(args.config) if args.config else None, run_overrides(args))
+        config = Path(args.config) if args.config else None
+        settings = load_settings(config, run_overrides(args), run_override_origins(args))
     except ConfigError as exc:
-        print(f"ibkr-bridge run: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return config_failure("run", exc)
     configure_logging(settings.logging.level, settings.logging.format)
     return asyncio.run(_serve(settings))
 
 
 async def _serve(settings: Settings) -> int:
     from bridge.app import Bridge
-    from bridge.errors import ConfigError
+    from bridge.errors import BridgeError, ConfigError
 
     try:
         bridge = Bridge(settings)
-    except (ValueError, ConfigError) as exc:
+    except ConfigError as exc:  # e.g. the spool holds another sink's records
+        return config_failure("run", exc)
+    except ValueError as exc:
         print(f"ibkr-bridge run: {exc}", file=sys.stderr)
         return EXIT_USAGE
     loop = asyncio.get_running_loop()
@@ -238,6 +286,9 @@ async def _serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, bridge.stop)
     try:
         await bridge.run()
+    except BridgeError as exc:  # worded for the operator already: one line, no traceback
+        logging.getLogger("bridge").error("the bridge stopped: %s", exc)
+        return EXIT_FAILURE
     except Exception:
         logging.getLogger("bridge").exception("the bridge stopped on an error")
         return EXIT_FAILURE
@@ -267,6 +318,12 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--sink", metavar="URL", help="kafka://host:port[,host:port], redis://host:port[/db], stdout://, memory://"
     )
+    parser.add_argument(
+        "--no-kafka-idempotence",
+        action="store_true",
+        help="for brokers that refuse idempotent producers (sink.kafka.enable_idempotence: false): "
+        "a retried batch may then be written twice (deduplicate by the CloudEvents id)",
+    )
     parser.add_argument("--market-data", metavar="TARGET[,TARGET...]",
                         help="market data: CONID, CONID@EXCHANGE or a combo SPREAD;;;CONID/RATIO,CONID/RATIO")
     parser.add_argument("--orders", action="store_true", help="subscribe live orders (sor)")
@@ -277,10 +334,26 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from bridge.extras import DEMO_MODULES, missing_extra
+
+    missing = missing_extra("demo", DEMO_MODULES)
+    if missing:
+        print(missing, file=sys.stderr)
+        return EXIT_USAGE
     from bridge.demo import main as demo_main
 
     logging.basicConfig(level=logging.ERROR)
     return demo_main(None if args.keep else args.duration)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: the run time must be more than 0 seconds")
+    return value
 
 
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -291,7 +364,8 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "show frames/s, events/s per destination, lag and the latest events; "
         "drop the gateway socket half-way; summarize.",
     )
-    parser.add_argument("--duration", type=float, default=30.0, metavar="S", help="run time (default 30)")
+    parser.add_argument("--duration", type=_positive_seconds, default=30.0, metavar="S",
+                        help="run time in seconds, more than 0 (default 30)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="run until Ctrl-C instead of --duration")
     parser.set_defaults(command=_demo)
 
@@ -300,14 +374,15 @@ def _tail(args: argparse.Namespace) -> int:
     from bridge.config import load_settings
     from bridge.errors import BridgeError, ConfigError
 
+    if args.sink.partition("://")[0] not in ("kafka", "redis", "rediss"):  # tail reads brokers only
+        print(f"ibkr-bridge tail: --sink {args.sink!r} is not allowed: kafka://host:port[,host:port], "
+              "redis://host:port[/db] or rediss://host:port[/db]", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
     try:
-        settings = load_settings(Path(args.config) if args.config else None, {"sink": {"url": args.sink}})
+        config = Path(args.config) if args.config else None
+        settings = load_settings(config, {"sink": {"url": args.sink}}, {("sink", "url"): "--sink"})
     except ConfigError as exc:
-        print(f"ibkr-bridge tail: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if settings.sink.kind not in ("kafka", "redis"):
-        print("ibkr-bridge tail: --sink must be kafka://host:port or redis://host:port[/db]", file=sys.stderr)
-        return EXIT_USAGE
+        return config_failure("tail", exc)
     try:
         asyncio.run(_tail_async(settings, args))
     except KeyboardInterrupt:
@@ -319,29 +394,45 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 async def _tail_async(settings: Settings, args: argparse.Namespace) -> int:
-    from collections.abc import AsyncIterator
 
     from bridge import tail
 
     destinations = args.destination or tail.default_destinations()
-    events: AsyncIterator[tail.TailedEvent]
+    source: Any  # an async generator of the sink adapter
     if settings.sink.kind == "kafka":
         from bridge.app import kafka_options
         from bridge.sinks.kafka import read_topics
 
-        records = read_topics(kafka_options(settings), destinations, args.from_beginning)
-        events = (tail.from_kafka(*record) async for record in records)
+        source = read_topics(kafka_options(settings), destinations, args.from_beginning)
+        convert: Callable[[Any], tail.TailedEvent] = lambda record: tail.from_kafka(*record)  # noqa: E731
     else:
         from bridge.app import redis_options
         from bridge.sinks.redis import read_streams
 
-        entries = read_streams(redis_options(settings), destinations, args.from_beginning)
-        events = (tail.from_redis(*entry) async for entry in entries)
-    return await tail.tail(events, args.type or [], sys.stdout, as_json=args.json, count=args.count)
+        source = read_streams(redis_options(settings), destinations, args.from_beginning)
+        convert = lambda entry: tail.from_redis(*entry)  # noqa: E731
+    which = f"events of type {', '.join(args.type)}" if args.type else "events"
+    since = "from the oldest retained" if args.from_beginning else "new"
+    where = f"{settings.sink.url.partition('://')[0]}://{settings.sink.url.partition('://')[2].rpartition('@')[2]}"
+    print(f"ibkr-bridge tail: waiting for {since} {which} on {len(destinations)} destination(s) of "
+          f"{where} (Ctrl-C stops)", file=sys.stderr)  # fmt: skip
+    # Closed explicitly, also after --count: the consumer stops instead of being left pending.
+    async with contextlib.aclosing(source):
+        events = (convert(item) async for item in source)
+        try:
+            return await tail.tail(events, args.type or [], sys.stdout, as_json=args.json, count=args.count)
+        finally:
+            await events.aclose()
 
 
 def _add_tail(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("tail", help="consume the bridge's destinations and pretty-print events")
+    parser = sub.add_parser(
+        "tail",
+        help="consume the bridge's destinations and pretty-print events",
+        description="Read what a consumer sees from Kafka topics or Redis Streams and print one line "
+        "per event (or CloudEvents JSON with --json). Without --from-beginning only new events show; "
+        "order and execution events need order flow (e.g. `ibkr-bridge sim --order-flow`).",
+    )
     parser.add_argument("--sink", required=True, metavar="URL", help="kafka://host:port or redis://host:port[/db]")
     parser.add_argument("--config", "-c", metavar="FILE", help="config file for broker options (SASL, TLS)")
     parser.add_argument("--type", action="append", metavar="TYPE", help="type or part: orders, quote")
@@ -352,10 +443,22 @@ def _add_tail(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(command=_tail)
 
 
+def _add_spool(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from bridge.spool_cli import add_spool
+
+    add_spool(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ibkr-bridge", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="ibkr-bridge",
+        description="Bridge the Interactive Brokers Client Portal Gateway websocket to Kafka topics and "
+        "Redis Streams as typed, versioned CloudEvents. Exit codes: 0 success, 1 runtime failure, "
+        "2 usage or configuration error. `ibkr-bridge COMMAND --help` describes each command.",
+    )
     sub = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_demo, _add_tail, _add_check_config, _add_normalize, _add_schemas, _add_sim):
+    for add in (_add_run, _add_demo, _add_tail, _add_check_config, _add_normalize, _add_schemas, _add_sim,
+                _add_spool):
         add(sub)
     return parser
 

@@ -4,19 +4,22 @@ Every duration and size carries its unit in its name. Unknown keys are errors
 (a typo never silently becomes a default). Secrets (gateway session, broker
 passwords, the admin token) are read only from the environment or from
 ``*_file`` paths, never from YAML; one found in YAML is an error that says where
-to put it instead. :func:`load_settings` raises :class:`ConfigError` listing
-every problem, each naming the field, the value and what is allowed.
+to put it instead. :func:`load_settings` is the one validation path (``check-config``
+and ``run`` both call it); it raises :class:`ConfigError` listing every problem, each
+naming the field path, the value, what is allowed and who set it (file, variable or flag).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,12 +28,24 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bridge.config_sources import (
+    Layers,
+    Problem,
+    closest,
+    describe,
+    read_environment,
+    read_yaml,
+    render,
+    secrets_in_yaml,
+    unwritable_directory,
+    without,
+)
 from bridge.errors import ConfigError
 from bridge.ingest.fields import DEFAULT_MARKET_DATA_FIELDS
 from bridge.ingest.subscriptions import CHANNEL_TOPICS
 from bridge.ingest.wire import market_data_target, split_market_data_targets
+from bridge.routing import DEFAULT_DESTINATIONS
 
 SMH_MAX_CONCURRENT = 5  # the gateway's limit on concurrent historical requests (reference §2.2)
 
@@ -122,8 +137,26 @@ class SessionConfig(_Section):
         return value
 
 
+def _market_data_target(value: str) -> str:
+    try:
+        return market_data_target(value)
+    except ValueError as exc:
+        symbol = " (a symbol is not a conid: look it up with GET /trsrv/stocks?symbols=...)"
+        raise ValueError(f"{exc}{symbol if value.isalpha() else ''}") from None
+
+
+def _conid(value: str) -> str:
+    if not value.isdigit() or value.startswith("0"):
+        raise ValueError("expected a positive numeric conid (e.g. 265598)")
+    return value
+
+
+MarketDataTarget = Annotated[str, AfterValidator(_market_data_target)]
+Conid = Annotated[str, AfterValidator(_conid)]
+
+
 class MarketDataSubscription(_Section):
-    conids: list[str] = Field(default_factory=list)  # conid, conid@EXCHANGE or a combo conidex
+    conids: list[MarketDataTarget] = Field(default_factory=list)  # conid, conid@EXCHANGE or a combo conidex
     fields: list[str] = Field(default_factory=lambda: list(DEFAULT_MARKET_DATA_FIELDS))
 
     @field_validator("conids", "fields", mode="before")
@@ -133,20 +166,15 @@ class MarketDataSubscription(_Section):
             value = split_market_data_targets(value)  # a combo's legs stay together
         return [str(v).strip() for v in value] if isinstance(value, list) else value
 
-    @field_validator("conids")
-    @classmethod
-    def _targets(cls, value: list[str]) -> list[str]:
-        return [market_data_target(target) for target in value]
-
 
 class BookSubscription(_Section):
-    conid: str = Field(pattern=r"^\d+$")
+    conid: Conid
     account: str | None = None  # else gateway.account, else the gateway's selected account
     exchange: str | None = None
 
 
 class BarsSubscription(_Section):
-    conid: str = Field(pattern=r"^\d+$")
+    conid: Conid
     period: str = "1d"
     bar: str = "5min"
     source: str = "trades"
@@ -188,6 +216,11 @@ class SubscriptionSettings(_Section):
                 f"historical-bars requests (smh) at once; remove {len(value) - SMH_MAX_CONCURRENT}"
             )
         return value
+
+    @field_validator("account_summary", "account_ledger", mode="before")
+    @classmethod
+    def _accounts(cls, value: Any) -> Any:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
 
 class KafkaConfig(_Section):
@@ -272,10 +305,7 @@ class LogSettings(_Section):
     format: Literal["auto", "json", "text"] = "auto"
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
-    )
+class Settings(_Section):
 
     gateway: GatewaySettings = GatewaySettings()
     session: SessionConfig = SessionConfig()
@@ -288,17 +318,17 @@ class Settings(BaseSettings):
     logging: LogSettings = LogSettings()
     instance: str = "ibkr-bridge"
 
+    @field_validator("destinations")
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The YAML file arrives as init values, so the environment must come first to win over it.
-        return env_settings, init_settings
+    def _families(cls, value: dict[str, str]) -> dict[str, str]:
+        for family in value:
+            if family not in DEFAULT_DESTINATIONS:
+                hint = closest(family, DEFAULT_DESTINATIONS)
+                raise ValueError(
+                    f"unknown family {family!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+                    + f"; allowed: {', '.join(DEFAULT_DESTINATIONS)}"
+                )
+        return value
 
 
 # (section path, secret key) -> where it must come from instead
@@ -312,84 +342,72 @@ SECRET_KEYS: dict[tuple[str, ...], str] = {
 }
 
 
-def _secrets_in_yaml(data: dict[str, Any]) -> list[str]:
-    problems = []
-    for path, instead in SECRET_KEYS.items():
-        node: Any = data
-        for part in path:
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is not None:
-            problems.append(f"{'.'.join(path)}: secrets are not read from YAML files; set {instead}")
-    return problems
+def load_settings(
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    override_origins: Mapping[tuple[str, ...], str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Defaults < YAML file < ``BRIDGE_*`` environment < ``overrides`` (command-line flags).
 
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError([f"{path}: the top level must be a mapping of sections, not {type(data).__name__}"])
-    return data
-
-
-def _describe(error: dict[str, Any]) -> str:
-    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    if error["type"] == "extra_forbidden":
-        return f"{where}: unknown key (check the spelling; see config/ for every allowed key)"
-    if error["type"] == "missing":
-        return f"{where}: required"
-    value = error.get("input")
-    loc = tuple(str(part) for part in error["loc"])
-    shown = "***" if any(loc[: len(path)] == path for path in SECRET_KEYS) else repr(value)
-    return f"{where}: {shown} is not allowed: {error['msg']}"
-
-
-def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Build the settings; raises ConfigError listing every problem."""
+    The one validation path: raises ConfigError listing every problem, each naming the field,
+    the value, what is allowed and the file, variable or flag that set it.
+    """
+    layers = Layers()
     data = read_yaml(path) if path is not None else {}
-    problems = _secrets_in_yaml(data)
-    merged = _deep_merge(data, overrides or {})
-    try:
-        settings = Settings(**merged)
-    except ValidationError as exc:
-        problems += [_describe(e) for e in exc.errors()]  # type: ignore[arg-type]
-        raise ConfigError(problems) from None
-    problems += _missing_secret_files(settings)
+    problems = secrets_in_yaml(data, SECRET_KEYS)
+    layers.add(data, f"in {path}")
+    env_values, env_origins = read_environment(os.environ if environ is None else environ)
+    layers.add(env_values, {p: f"from {name}" for p, name in env_origins.items()})
+    flags = {p: f"from {flag}" for p, flag in (override_origins or {}).items()}
+    layers.add(overrides or {}, flags or "from the command line")
+    settings, errors = _validate(layers.data)
+    problems += errors
+    if settings is None and errors:
+        # Check what is left once the bad values are dropped, so every problem shows at once.
+        settings, _ = _validate(without(layers.data, [p.loc for p in errors]))
+    if settings is not None:
+        problems += _path_problems(settings)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError([render(p, layers.origin_of(p.loc)) for p in problems])
+    assert settings is not None
     return settings
 
 
-def _missing_secret_files(settings: Settings) -> list[str]:
+def _validate(data: dict[str, Any]) -> tuple[Settings | None, list[Problem]]:
+    try:
+        return Settings(**data), []
+    except ValidationError as exc:
+        return None, [describe(e, Settings, SECRET_KEYS) for e in exc.errors()]
+
+
+def _path_problems(settings: Settings) -> list[Problem]:
     files = {
-        "gateway.session_file": settings.gateway.session_file,
-        "gateway.oauth_file": settings.gateway.oauth_file,
-        "sink.kafka.sasl_password_file": settings.sink.kafka.sasl_password_file,
-        "sink.redis.password_file": settings.sink.redis.password_file,
-        "admin.token_file": settings.admin.token_file,
+        ("gateway", "session_file"): settings.gateway.session_file,
+        ("gateway", "oauth_file"): settings.gateway.oauth_file,
+        ("sink", "kafka", "sasl_password_file"): settings.sink.kafka.sasl_password_file,
+        ("sink", "redis", "password_file"): settings.sink.redis.password_file,
+        ("admin", "token_file"): settings.admin.token_file,
     }
-    problems = [f"{name}: {path} does not exist or is not readable" for name, path in files.items()
-                if path is not None and not path.is_file()]  # fmt: skip
+    problems = [Problem(loc, f"{str(path)!r} does not exist or is not readable")
+                for loc, path in files.items() if path is not None and not path.is_file()]  # fmt: skip
+    spool = unwritable_directory(settings.delivery.spool_dir)
+    if spool:
+        problems.append(Problem(("delivery", "spool_dir"), spool))
     gateway = settings.gateway
     if gateway.mode == "oauth" and gateway.oauth_file is None:
-        problems.append("gateway.oauth_file: mode oauth needs the key set file (oauth.json from the OAuth "
-                        "portal's material; BRIDGE_GATEWAY__OAUTH_FILE or run --oauth FILE)")  # fmt: skip
+        needs = ("mode oauth needs the key set file (oauth.json from the OAuth portal's material; "
+                 "BRIDGE_GATEWAY__OAUTH_FILE or run --oauth FILE)")  # fmt: skip
+        problems.append(Problem(("gateway", "oauth_file"), needs))
     if gateway.session is not None and gateway.session_file is not None:
-        problems.append(
-            "gateway.session_file: set either BRIDGE_GATEWAY__SESSION or gateway.session_file, not both"
-        )
+        both = "set either BRIDGE_GATEWAY__SESSION or gateway.session_file, not both"
+        problems.append(Problem(("gateway", "session_file"), both))
     kafka = settings.sink.kafka
     has_password = kafka.sasl_password is not None or kafka.sasl_password_file is not None
     if kafka.sasl_mechanism and not (kafka.sasl_username and has_password):
-        problems.append(
-            "sink.kafka.sasl_mechanism: needs sasl_username and BRIDGE_SINK__KAFKA__SASL_PASSWORD "
-            "or sink.kafka.sasl_password_file"
-        )
+        problems.append(Problem(("sink", "kafka", "sasl_mechanism"),
+                                "needs sasl_username and BRIDGE_SINK__KAFKA__SASL_PASSWORD "
+                                "or sink.kafka.sasl_password_file"))  # fmt: skip
     return problems
 
 
@@ -400,13 +418,3 @@ def secret(value: SecretStr | None, file: Path | None) -> str | None:
     if file is not None:
         return file.read_text().rstrip("\n")
     return None
-
-
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged

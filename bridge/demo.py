@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -46,6 +48,8 @@ class DemoStats:
     latest: deque[tuple[str, str, str]] = field(default_factory=lambda: deque(maxlen=8))
     recovered_reconnects: int = 0
     fault_at_s: float | None = None
+    recovered_at_s: float | None = None
+    frames: int = 0  # frames the simulator sent (its stats key "frames", a count per kind)
 
     def acked(self, records: Sequence[Record], ack_ns: int) -> None:
         ack_ms = ack_ns / 1e6
@@ -147,9 +151,17 @@ async def _place_orders(sim: GatewaySimulator, stop: asyncio.Event, interval_s: 
                 await asyncio.wait_for(stop.wait(), interval_s)
 
 
+def sim_frames(stats: dict[str, object]) -> int:
+    """Frames the simulator sent: its ``frames`` counts per kind, minus the ones it dropped."""
+    counts = stats.get("frames") or {}
+    assert isinstance(counts, dict)
+    return sum(int(v) for k, v in counts.items() if k != "slow_reader_drop")
+
+
 def _view(
-    bridge: Bridge, stats: DemoStats, started: float, duration_s: float | None, frames_rate: float
-) -> Group:
+    bridge: Bridge, stats: DemoStats, started: float, duration_s: float | None, frames_rate: float,
+    where: str,
+) -> Group:  # fmt: skip
     elapsed = time.monotonic() - started
     head = Table.grid(padding=(0, 2))
     lag = stats.lag_percentiles()
@@ -170,13 +182,24 @@ def _view(
         latest.add_column(column)
     for row in reversed(stats.latest):
         latest.add_row(*row)
-    notes = []
-    if stats.fault_at_s is not None:
-        notes.append(
-            f"[yellow]gateway socket dropped at {stats.fault_at_s:.1f}s; "
-            f"recovered reconnects: {stats.recovered_reconnects}[/]"
-        )
-    return Group(head, table, latest, *notes)
+    return Group(head, where, table, latest, *_fault_notes(stats))
+
+
+def _fault_notes(stats: DemoStats) -> list[str]:
+    if stats.fault_at_s is None:
+        return []
+    if stats.recovered_at_s is None:
+        return [f"[yellow]gateway socket dropped by the simulator at {stats.fault_at_s:.1f}s: "
+                "gap opened (ibkr.bridge.v1 gap_start), reconnecting...[/]"]  # fmt: skip
+    took = stats.recovered_at_s - stats.fault_at_s
+    return [f"[green]gateway socket dropped at {stats.fault_at_s:.1f}s, reconnected and resubscribed "
+            f"{took:.1f}s later (gap_start/gap_end on ibkr.bridge.v1, orders reconciled)[/]"]  # fmt: skip
+
+
+def _addresses(sink_url: str, bridge: Bridge) -> str:
+    tail = f"ibkr-bridge tail --sink {sink_url}" if sink_url != "stdout://" else "-"
+    return (f"broker {sink_url}   admin http://127.0.0.1:{bridge.settings.admin.port}/status   "
+            f"watch it: {tail}")  # fmt: skip
 
 
 async def run_demo(duration_s: float | None, console: Console) -> int:
@@ -207,12 +230,12 @@ async def run_demo(duration_s: float | None, console: Console) -> int:
                     },
                     "sink": {"url": sink_url, "kafka": {"enable_idempotence": False, "create_topics": True}},
                     "delivery": {"spool_dir": str(Path(workdir) / "spool")},
-                    "admin": {"port": 0},
+                    "admin": {"port": _free_port()},  # known before the start: shown from the first frame
                 },
             )
             bridge = Bridge(settings)
             bridge.add_ack_listener(stats.acked)
-            return await _drive(bridge, sim, stats, duration_s, console, live=sink_url != "stdout://")
+            return await _drive(bridge, sim, stats, duration_s, console, sink_url)
 
 
 async def _drive(
@@ -221,49 +244,71 @@ async def _drive(
     stats: DemoStats,
     duration_s: float | None,
     console: Console,
-    live: bool,
+    sink_url: str,
 ) -> int:
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C ends the demo cleanly, broker still up
+        loop.add_signal_handler(signum, stop.set)
     runner = asyncio.create_task(bridge.run())
     orders = asyncio.create_task(_place_orders(sim, stop))
     started = time.monotonic()
     half = duration_s / 2 if duration_s else 15.0
     epoch_at_fault = 0
-    last_frames, last_t, rate = 0, started, 0.0
+    last_frames, last_t, rate, printed = 0, started, 0.0, started
+    where = _addresses(sink_url, bridge)
+    terminal = console.is_terminal
+    if not terminal:
+        console.print(where, soft_wrap=True)
     try:
-        with (
-            Live(console=console, refresh_per_second=4, transient=False)
-            if live
-            else contextlib.nullcontext() as view
-        ):
-            while duration_s is None or time.monotonic() - started < duration_s:
-                await asyncio.sleep(0.25)
+        with Live(console=console, refresh_per_second=4) if terminal else contextlib.nullcontext() as view:
+            while not stop.is_set() and (duration_s is None or time.monotonic() - started < duration_s):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.25)
                 now = time.monotonic()
-                frames = sum(sim.stats().get("frames_sent", {}).values())
-                rate, last_frames, last_t = (frames - last_frames) / (now - last_t), frames, now
+                stats.frames = sim_frames(sim.stats())
+                rate, last_frames, last_t = (stats.frames - last_frames) / (now - last_t), stats.frames, now
                 if stats.fault_at_s is None and now - started >= half and bridge.session.usable:
                     epoch_at_fault = bridge.session.session_epoch
                     await sim.apply_fault("drop")
                     stats.fault_at_s = now - started
                 if stats.fault_at_s is not None and bridge.session.usable:
                     stats.recovered_reconnects = max(0, bridge.session.session_epoch - epoch_at_fault)
+                    if stats.recovered_reconnects and stats.recovered_at_s is None:
+                        stats.recovered_at_s = now - started
                 if runner.done():
                     break
                 if view is not None:
-                    view.update(_view(bridge, stats, started, duration_s, rate))
-    except asyncio.CancelledError:
-        pass
+                    view.update(_view(bridge, stats, started, duration_s, rate, where))
+                elif now - printed >= 5:  # no terminal: a plain progress line every 5 s
+                    printed = now
+                    console.print(_progress(bridge, stats, now - started, rate), soft_wrap=True)
+            stop.set()
+            bridge.stop()
+            await asyncio.gather(orders, return_exceptions=True)
+            outcome = await asyncio.gather(runner, return_exceptions=True)
+            if view is not None:  # the last frame shows the same counts as the summary
+                view.update(_view(bridge, stats, started, duration_s, rate, where))
     finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
         stop.set()
         bridge.stop()
-        await asyncio.gather(orders, return_exceptions=True)
-        outcome = await asyncio.gather(runner, return_exceptions=True)
+        await asyncio.gather(orders, runner, return_exceptions=True)
     _summary(console, bridge, stats, time.monotonic() - started)
     return 1 if isinstance(outcome[0], BaseException) else 0
 
 
+def _progress(bridge: Bridge, stats: DemoStats, elapsed_s: float, rate: float) -> str:
+    notes = " ".join(_fault_notes(stats)).replace("[yellow]", "").replace("[green]", "").replace("[/]", "")
+    session = f"session {bridge.session.state.value} epoch {bridge.session.session_epoch}"
+    events = sum(stats.by_destination.values())
+    return f"{elapsed_s:5.1f}s  {session}  frames/s {rate:,.0f}  events {events:,}  {notes}".rstrip()
+
+
 def _summary(console: Console, bridge: Bridge, stats: DemoStats, elapsed_s: float) -> None:
     console.print(f"\n[bold]summary[/] after {elapsed_s:.1f}s into {bridge.sink.name}:")
+    console.print(f"  {'gateway frames':<24} {stats.frames:>8,} sent by the simulator")
     for destination, count in sorted(stats.by_destination.items()):
         console.print(f"  {destination:<24} {count:>8,} events")
     console.print(f"  {'total':<24} {sum(stats.by_destination.values()):>8,} events")
@@ -272,14 +317,20 @@ def _summary(console: Console, bridge: Bridge, stats: DemoStats, elapsed_s: floa
         console.print(
             f"  market data lag p50 {lag[0]:.1f} ms, p99 {lag[1]:.1f} ms (gateway time to broker ack)"
         )
-    console.print(
-        f"  reconnects recovered: {stats.recovered_reconnects} "
-        f"(socket dropped at {stats.fault_at_s or 0:.1f}s; session epoch now {bridge.session.session_epoch})"
-    )
+    if stats.fault_at_s is None:
+        console.print(f"  reconnects recovered: 0 (the run ended before the socket drop; epoch "
+                      f"{bridge.session.session_epoch})")  # fmt: skip
+    else:
+        console.print(
+            f"  reconnects recovered: {stats.recovered_reconnects} "
+            f"(socket dropped at {stats.fault_at_s:.1f}s; session epoch now {bridge.session.session_epoch})"
+        )
 
 
 def main(duration_s: float | None) -> int:
-    console = Console()
+    console = Console() if Console().is_terminal else Console(soft_wrap=True, width=160)
+    # aiokafka logs every failed connection attempt while the broker stops; the demo's own view says it all.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         return asyncio.run(run_demo(duration_s, console))
     except KeyboardInterrupt:

@@ -41,5 +41,8 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiokafka", "kafka", "websockets", "aiohttp.access"):
+    for noisy in ("kafka", "websockets", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # aiokafka logs every failed connection attempt (several lines each, forever); the sink and the
+    # bridge report each state change once with its cause, then periodic summaries. DEBUG shows all.
+    logging.getLogger("aiokafka").setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.CRITICAL)

@@ -143,7 +143,9 @@ class EventMeter:
             m.set_authenticated(False)
         else:
             self._gaps_and_subscriptions(event)
-        log.info("gateway %s%s", kind.value, f": {event.reason}" if event.reason else "")
+        # A failed attempt is reported by the connection (once, then summaries), not once per attempt here.
+        level = logging.DEBUG if event.detail.get("attempt_failed") else logging.INFO
+        log.log(level, "gateway %s%s", kind.value, f": {event.reason}" if event.reason else "")
 
     def _gaps_and_subscriptions(self, event: Lifecycle) -> None:
         m, kind = self._metrics, event.kind

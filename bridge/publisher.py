@@ -111,6 +111,7 @@ class Publisher:
         self._sink_down = False
         self.published_events = 0
         self.dead_lettered_events = 0
+        self.last_error: str | None = None  # the last failed publish (kept after recovery, for /status)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -198,7 +199,10 @@ class Publisher:
 
         Returns True when everything was delivered. Call after the gateway reader stopped.
         """
-        delivered = self._task is not None and await self.flush(timeout_s)
+        if self._task is None:  # never started (e.g. the sink refused at start): nothing was taken
+            delivered = self.buffer.memory_events == 0
+        else:
+            delivered = await self.flush(timeout_s)
         await self.stop()
         saved = self.buffer.close()
         if saved:
@@ -250,6 +254,7 @@ class Publisher:
             raise SinkUnavailable(f"untranslated {type(exc).__name__}: {exc}") from exc
 
     async def _wait_to_retry(self, exc: SinkError, failures: int) -> None:
+        self.last_error = str(exc)
         self._observer.publish_failed(type(exc).__name__, True)
         self.buffer.sync_spool()
         if not self._sink_down:

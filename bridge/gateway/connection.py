@@ -34,6 +34,7 @@ from picows import WSCloseCode, WSError, WSMsgType, WSTransport, ws_connect
 
 from bridge.errors import GatewayError, GatewayUnavailable
 from bridge.events import Event
+from bridge.gateway.failures import FailureLog, close_text, describe_error, is_certificate_failure, tls_hint
 from bridge.gateway.inbox import Inbox, close_code
 from bridge.gateway.oauth import WS_USER_AGENT
 from bridge.gateway.tls import build_ssl
@@ -104,6 +105,7 @@ class GatewayConnection:
         self._tasks: dict[type[Action], asyncio.Task[None]] = {}
         tls = self.settings.ws_url.startswith("wss:")
         self._ssl = build_ssl(self.settings.insecure_tls, self.settings.ca_file) if tls else None
+        self._failures = FailureLog(log, "gateway", self._hint)
 
     # ------------------------------------------------------------------------------ public API
 
@@ -181,13 +183,19 @@ class GatewayConnection:
                     logger_name="gateway.ws",
                 )
         except (GatewayError, OSError, TimeoutError, WSError) as exc:
-            reason = self._redact(f"connect failed: {type(exc).__name__}: {exc}")
-            log.warning("gateway %s", reason)
+            reason = self._redact(f"connect failed: {describe_error(exc)}")
+            self._failures.failed(reason)  # once per change, then a periodic summary
             self.session.connect_failed(reason, self.clock_ns())
             await self._flush()
             return None
         assert isinstance(inbox, Inbox)
+        self._failures.succeeded()
         return transport, inbox, session_id
+
+    def _hint(self, reason: str) -> str | None:
+        if is_certificate_failure(reason):
+            return tls_hint(self.settings.ws_url.replace("wss:", "https:", 1), self.settings.insecure_tls)
+        return None
 
     async def _prepare(self) -> str | None:
         """``/tickle`` -> session id; make sure the brokerage session is up; accounts pre-flight."""
@@ -259,15 +267,15 @@ class GatewayConnection:
             async with asyncio.timeout(self.settings.close_timeout_s):
                 await ws.wait_disconnected()
         except TimeoutError:
-            return "closed 1006: socket did not finish closing"
+            return close_text(1006, "socket did not finish closing")
         except Exception as exc:  # noqa: BLE001 - picows re-raises whatever ended the socket locally
-            return f"closed 1006: {type(exc).__name__}: {exc}"
+            return close_text(1006, describe_error(exc))
         handshake = ws.close_handshake
         if handshake is not None and handshake.recv is not None:
-            return f"closed {close_code(handshake.recv.code)}: {handshake.recv.reason}"
+            return close_text(close_code(handshake.recv.code), handshake.recv.reason)
         if handshake is not None and handshake.sent is not None:
-            return f"closed {close_code(handshake.sent.code)}: {handshake.sent.reason}"
-        return "closed 1006: "
+            return close_text(close_code(handshake.sent.code), handshake.sent.reason)
+        return close_text(1006, None)
 
     async def _receive(self, messages: list[bytes]) -> None:
         """Hand messages taken from the socket together to the session, ``max_batch_frames`` at a

@@ -25,6 +25,7 @@ import orjson
 from yarl import URL
 
 from bridge.errors import GatewayRejected, GatewayUnavailable
+from bridge.gateway.failures import describe_error
 from bridge.gateway.tls import build_ssl
 from bridge.oauth1a import LST_ENDPOINT
 
@@ -237,7 +238,7 @@ class GatewayRest:
                 if resp.status >= 400:
                     raise _status_error(method, path, resp.status, payload)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise GatewayUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+            raise GatewayUnavailable(f"{method} {path}: {describe_error(exc)}") from exc
         if not payload.strip():
             return None
         try:

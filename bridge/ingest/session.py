@@ -73,6 +73,12 @@ def _ns(seconds: float) -> int:
     return int(seconds * NS_PER_S)
 
 
+def _log_reconnect(delay_s: float, failures: int) -> None:
+    """The first retry at INFO; later ones at DEBUG (the connection logs a periodic summary)."""
+    log.log(logging.INFO if failures <= 1 else logging.DEBUG, "gateway reconnect in %.2f s (failure %d)",
+            delay_s, failures)  # fmt: skip
+
+
 class GatewaySession:
     """Session state for one gateway, across any number of sockets."""
 
@@ -187,7 +193,7 @@ class GatewaySession:
     def _schedule_reconnect(self, now_ns: int) -> None:
         delay_s = self.backoff.next_delay_s()
         self.reconnect_at_ns = now_ns + _ns(delay_s)
-        log.info("gateway reconnect in %.2f s (failure %d)", delay_s, self.backoff.failures)
+        _log_reconnect(delay_s, self.backoff.failures)
 
     # ------------------------------------------------------------------------------ frames in
 

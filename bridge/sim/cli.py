@@ -10,8 +10,6 @@ import sys
 from pathlib import Path
 
 from bridge.sim.config import DEFAULT_CONIDS, SimConfig
-from bridge.sim.faults import FaultError
-from bridge.sim.server import GatewaySimulator
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +46,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add("--no-order-confirmation", action="store_true", help="place orders without a question first")
     add("--order-step-s", type=float, default=0.05, help="delay between order lifecycle steps")
     add("--fill-parts", type=int, default=3, help="executions per filled order")
+    add("--order-flow", type=float, default=None, metavar="S",
+        help="place a market order by itself every S seconds, so orders and executions flow")
     add("--rest-rate-limit", type=int, default=None, help="REST requests/s before HTTP 429 (gateway: 10)")
     add("--account", default="DU1234567", help="the simulated account id")
     add("--seed", type=int, default=None, help="random seed for quotes and ids")
@@ -65,12 +65,14 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         duplicate_first_snapshot=not args.no_duplicate_snapshot, umh_ack=not args.no_umh_ack,
         bars_shape=args.bars_shape, bars_update_s=args.bars_update_s,
         rate=args.rate, order_confirmation=not args.no_order_confirmation, order_step_s=args.order_step_s,
-        fill_parts=args.fill_parts, rest_rate_limit=args.rest_rate_limit, seed=args.seed,
-        scenario=args.scenario, oauth_dir=args.oauth, lst_ttl_s=args.lst_ttl_s,
+        fill_parts=args.fill_parts, order_flow_s=args.order_flow, rest_rate_limit=args.rest_rate_limit,
+        seed=args.seed, scenario=args.scenario, oauth_dir=args.oauth, lst_ttl_s=args.lst_ttl_s,
     )
 
 
 async def _serve(config: SimConfig) -> None:
+    from bridge.sim.server import GatewaySimulator
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -87,6 +89,8 @@ async def _serve(config: SimConfig) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bridge.sim.faults import FaultError
+
     config = config_from_args(args)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")

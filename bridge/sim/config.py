@@ -41,6 +41,7 @@ class SimConfig:
     order_confirmation: bool = True  # placement answers with a question first (POST /iserver/reply/{id})
     order_step_s: float = 0.05  # delay between two lifecycle steps of an order
     fill_parts: int = 3  # executions per filled order (partial fills, then Filled)
+    order_flow_s: float | None = None  # place a market order itself every N s (orders, fills); None = off
     auth_loss_drops_subscriptions: bool = True  # after auth loss the client must resubscribe
     rest_rate_limit: int | None = None  # requests/s before HTTP 429 (the gateway's 10/s); None = off
     str_history_days: int = 7

@@ -74,6 +74,7 @@ class Gateway:
         self.orders = OrderEngine(config, self.rng, self.last_price, self._on_sor, self._on_str)
         self._tasks: list[asyncio.Task[None]] = []
         self._pnl_partial = False
+        self._order_flow_count = 0
         for conid in config.conids:  # these quotes move from the start, subscribed or not
             self.quote(conid)
 
@@ -88,6 +89,8 @@ class Gateway:
             loop.create_task(self._every(self.config.summary_interval_s, self._summary_tick)),
             loop.create_task(self._every(self.config.bars_update_s, self._bars_tick)),
         ]
+        if self.config.order_flow_s:
+            self._tasks.append(loop.create_task(self._every(self.config.order_flow_s, self._order_tick)))
 
     def spawn(self, coro: Awaitable[None]) -> None:
         self._tasks.append(asyncio.ensure_future(coro))
@@ -241,6 +244,18 @@ class Gateway:
             conn.write(ladder_frame(topic, self.quote(conid), self.rng), "sbd")
 
     # ----------------------------------------------------------------------------- timers
+    def _order_tick(self) -> None:
+        """Order flow on its own (``order_flow_s``): a small market order, BUY and SELL in turn,
+        placed and confirmed as a client would, so orders and fills stream without a client."""
+        self._order_flow_count += 1
+        side = "BUY" if self._order_flow_count % 2 else "SELL"
+        conids = self.config.conids or (265598,)
+        conid = conids[self._order_flow_count % len(conids)]
+        order = {"conid": conid, "side": side, "quantity": 5, "orderType": "MKT", "tif": "DAY"}
+        _, answer = self.orders.place(self.config.account, {"orders": [order]})
+        while isinstance(answer, list) and answer and "message" in answer[0] and "id" in answer[0]:
+            _, answer = self.orders.reply(answer[0]["id"], True)
+
     async def _every(self, interval_s: float, tick: Callable[[], None]) -> None:
         while True:
             await asyncio.sleep(interval_s)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -32,11 +31,13 @@ from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import murmur2
 
 from bridge.errors import ConfigError, SinkRejected, SinkUnavailable
 from bridge.sinks.base import Record
 from bridge.sinks.kafka_batch import RecordBatchBuilder
 from bridge.sinks.kafka_headers import BinaryHeaderSection, Header, binary_headers, header_section
+from bridge.sinks.kafka_idempotence import check_idempotence
 
 _log = logging.getLogger(__name__)
 
@@ -51,39 +52,12 @@ _TOPIC_EXISTS = 36
 
 # --------------------------------------------------------------------------- partitioner
 
-_SEED = 0x9747B28C
-_M = 0x5BD1E995
-_MASK = 0xFFFFFFFF
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (Java ``Utils.murmur2``) as a signed 32-bit integer."""
-    length = len(data)
-    end = length & ~3
-    h = (_SEED ^ length) & _MASK
-    k: int
-    for (k,) in struct.iter_unpack("<I", data[:end]):
-        k = (k * _M) & _MASK
-        k ^= k >> 24
-        k = (k * _M) & _MASK
-        h = ((h * _M) & _MASK) ^ k
-    tail = length & 3
-    if tail == 3:
-        h ^= data[end + 2] << 16
-    if tail >= 2:
-        h ^= data[end + 1] << 8
-    if tail >= 1:
-        h ^= data[end]
-        h = (h * _M) & _MASK
-    h ^= h >> 13
-    h = (h * _M) & _MASK
-    h ^= h >> 15
-    return h - (1 << 32) if h & 0x80000000 else h
-
-
 def default_partition(key: bytes, partitions: int) -> int:
-    """The Java client's partition for a keyed record: ``toPositive(murmur2(key)) % partitions``."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    """The Java client's partition for a keyed record: ``toPositive(murmur2(key)) % partitions``.
+
+    ``murmur2`` is aiokafka's (the Java ``Utils.murmur2``); partitions are cached per key by the sink.
+    """
+    return (int(murmur2(key)) & 0x7FFFFFFF) % partitions
 
 
 # --------------------------------------------------------------------------- options
@@ -260,6 +234,8 @@ class KafkaSink:
         except BaseException as exc:
             await producer.stop()
             if isinstance(exc, kafka_errors.KafkaError):
+                if self._options.enable_idempotence:
+                    await check_idempotence(self._options.client_kwargs())  # a refusal is said once, here
                 raise translate(exc, None) from exc
             raise
         self._producer = producer
@@ -440,7 +416,8 @@ async def read_topics(
     try:
         await consumer.start()
     except kafka_errors.KafkaError as exc:
-        raise SinkUnavailable(f"kafka unavailable: {exc!r}") from exc
+        await consumer.stop()  # never left unclosed
+        raise SinkUnavailable(f"kafka unavailable at {options.bootstrap_servers}: {exc}") from exc
     try:
         async for message in consumer:
             attributes = {

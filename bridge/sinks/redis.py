@@ -286,7 +286,8 @@ async def read_streams(
             try:
                 replies: Any = await client.xread(cursors, block=block_ms, count=500)  # type: ignore[arg-type]
             except (OSError, redis_errors.RedisError) as exc:
-                raise SinkUnavailable(f"redis unavailable: {exc!r}") from exc
+                where = urlsplit(options.url).netloc.rpartition("@")[2]  # host:port, never the password
+                raise SinkUnavailable(f"redis unavailable at {where}: {exc}") from exc
             for stream, entries in replies or []:
                 name = stream.decode() if isinstance(stream, bytes) else str(stream)
                 for entry_id, fields in entries:

@@ -340,7 +340,7 @@ def test_a_bridge_config_file_naming_an_unmounted_secret_is_refused(chart: helm.
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError) as caught:
         load_settings(path)
-    assert any(p.startswith("admin.token_file: /var/run/secrets/ibkr-bridge/admin/token") for p in caught.value.problems)
+    assert any(p.startswith("admin.token_file: '/var/run/secrets/ibkr-bridge/admin/token") for p in caught.value.problems)
     assert any(p.startswith("sink.kafka.sasl_password_file:") for p in caught.value.problems)
 
 

@@ -93,7 +93,7 @@ field_values = {"31": price_text, "84": price_text, "86": price_text, "70": pric
 deltas = st.lists(st.dictionaries(field_ids, st.just(None), min_size=1, max_size=5), min_size=1, max_size=8)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_snapshot_then_deltas_merge_to_the_same_state_as_the_equivalent_full_frame(data: st.DataObject) -> None:
     frames = [{fid: data.draw(field_values[fid]) for fid in delta} for delta in data.draw(deltas)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -187,5 +187,7 @@ def _quote(conid: int) -> Quote:
     )
 
 
-ProtocolMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+ProtocolMachine.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 TestProtocolStateMachine = ProtocolMachine.TestCase

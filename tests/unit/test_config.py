@@ -95,6 +95,60 @@ def test_unreadable_yaml_is_a_clear_error(tmp_path: Path) -> None:
     assert "not valid YAML" in problem
 
 
+def test_a_bad_value_from_the_environment_names_the_variable_not_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "session:\n  tic_interval_s: 20\n")
+    monkeypatch.setenv("BRIDGE_SESSION__STALE_AFTER_S", "abc")
+    (problem,) = problems(path)
+    assert problem.startswith("session.stale_after_s: 'abc' is not allowed")
+    assert problem.endswith("(from BRIDGE_SESSION__STALE_AFTER_S)") and str(path) not in problem
+
+
+def test_an_unknown_key_gets_a_did_you_mean(tmp_path: Path) -> None:
+    (problem,) = problems(write(tmp_path, "session:\n  stale_afte_s: 3\n"))
+    assert "did you mean 'stale_after_s'?" in problem
+
+
+def test_a_yaml_syntax_error_names_the_file_and_the_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, "session:\n  tic_interval_s: 5\ngateway: [unclosed\n"))
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{tmp_path / 'bridge.yaml'}: line 4") and "<unicode string>" not in problem
+
+
+def test_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_SINK__URL", "redis://env:6379")
+    settings = load_settings(None, {"sink": {"url": "kafka://flag:9092"}}, {("sink", "url"): "--sink"})
+    assert settings.sink.url == "kafka://flag:9092"
+
+
+def test_comma_separated_conids_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_SUBSCRIPTIONS__MARKET_DATA__CONIDS", "265598,8314@SMART")
+    assert load_settings(None).subscriptions.market_data.conids == ["265598", "8314@SMART"]
+
+
+@pytest.mark.parametrize("conid", ["AAPL", "-5", "12x", "", "265598@"])
+def test_a_market_data_target_must_be_a_numeric_conid(conid: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {"subscriptions": {"market_data": {"conids": [conid, "265598"]}}})
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"subscriptions.market_data.conids[0]: {conid!r} is not allowed")
+
+
+def test_every_problem_shows_even_when_some_values_do_not_parse(tmp_path: Path) -> None:
+    text = f"session:\n  stale_after_s: x\nsubscriptions:\n  market_data:\n    conids: [AAPL]\ndelivery:\n  spool_dir: {tmp_path}/f/s\n"
+    (tmp_path / "f").write_text("")
+    found = problems(write(tmp_path, text))
+    assert [p.split(":")[0] for p in found] == ["session.stale_after_s", "subscriptions.market_data.conids[0]", "delivery.spool_dir"]
+
+
+@pytest.mark.parametrize("example", ["local-kafka.yaml", "local-redis.yaml"])
+def test_the_local_examples_spool_where_the_user_running_them_can_write(example: str) -> None:
+    spool_dir = load_settings(CONFIG_DIR / example).delivery.spool_dir
+    assert not spool_dir.is_absolute()  # never a root-only system path for a local run
+
+
 def test_combo_targets_are_accepted_and_bad_targets_name_the_field(tmp_path: Path) -> None:
     settings = load_settings(None, {"subscriptions": {"market_data": {"conids": "265598,28812380;;;265598/1,8314/-1"}}})
     assert settings.subscriptions.market_data.conids == ["265598", "28812380;;;265598/1,8314/-1"]
