@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bridge.config import Settings
@@ -33,8 +34,10 @@ class BridgeAdmin:
         spool: Spool,
         sink: Sink,
         publisher: Publisher,
+        refresh: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._refresh = refresh  # called before each scrape (counters tallied off the hot path)
         self.metrics = metrics
         self.session = session
         self.connection = connection
@@ -46,6 +49,8 @@ class BridgeAdmin:
 
     def render_metrics(self) -> bytes:
         """Refresh the gauges that are read at scrape time, then render."""
+        if self._refresh is not None:
+            self._refresh()
         m, buffer = self.metrics, self.buffer
         m.set_buffer_events(EventClass.CRITICAL.value, buffer.critical_events)
         m.set_buffer_events(EventClass.MARKET_DATA.value, len(buffer.market))

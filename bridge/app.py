@@ -186,7 +186,7 @@ class Bridge:
         )
         self.admin = BridgeAdmin(
             settings, self.metrics, self.session, self.connection, self.buffer, self.spool, self.sink,
-            self.publisher,
+            self.publisher, refresh=self.normalizer.flush_metrics,
         )  # fmt: skip
         self._ack_listeners: list[Callable[[Sequence[Record], int], None]] = []
         self._stop = asyncio.Event()
@@ -204,7 +204,6 @@ class Bridge:
 
     async def on_events(self, events: Sequence[Event], received_ns: int) -> None:
         """The session's output: metered, routed and encoded, then buffered for the publisher."""
-        self.normalizer.flush_metrics()
         self.meter.observe(events)
         records = self.pipeline.records(events, received_ns)
         if records:
@@ -219,6 +218,7 @@ class Bridge:
         self._ack_listeners.append(listener)
 
     def _acked(self, records: Sequence[Record], ack_ns: int) -> None:
+        self.normalizer.flush_metrics()  # once per publish cycle, not per read (and at every scrape)
         for listener in self._ack_listeners:
             listener(records, ack_ns)
         self.meter.acked(records, ack_ns)

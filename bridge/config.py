@@ -318,7 +318,7 @@ class DeliverySettings(_Section):
     max_market_data_events: int = Field(50_000, ge=1)
     max_critical_events: int = Field(100_000, ge=1)
     max_batch_events: int = Field(2_000, ge=1)
-    linger_ms: float = Field(2.0, ge=0)
+    linger_ms: float = Field(5.0, ge=0, le=1_000)  # publish cadence while frames trickle (README)
     drain_timeout_s: float = Field(10.0, ge=0)
     spool_dir: Path = Path("spool")
     spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
