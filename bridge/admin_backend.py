@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bridge.config import Settings
@@ -18,7 +19,7 @@ from bridge.ingest.session import GatewaySession
 from bridge.metrics import BridgeMetrics
 from bridge.publisher import Publisher
 from bridge.sinks.base import Sink
-from bridge.specs import subscription_from_spec
+from bridge.specs import subscription_from_spec, validate_unsubscribe
 
 
 class BridgeAdmin:
@@ -35,8 +36,10 @@ class BridgeAdmin:
         sink: Sink,
         publisher: Publisher,
         state: StateKeeper | None = None,
+        refresh: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._refresh = refresh  # called before each scrape (counters tallied off the hot path)
         self.metrics = metrics
         self.session = session
         self.connection = connection
@@ -49,6 +52,8 @@ class BridgeAdmin:
 
     def render_metrics(self) -> bytes:
         """Refresh the gauges that are read at scrape time, then render."""
+        if self._refresh is not None:
+            self._refresh()
         m, buffer = self.metrics, self.buffer
         m.set_buffer_events(EventClass.CRITICAL.value, buffer.critical_events)
         m.set_buffer_events(EventClass.MARKET_DATA.value, len(buffer.market))
@@ -122,11 +127,12 @@ class BridgeAdmin:
         return answer
 
     async def unsubscribe(self, spec: dict[str, Any]) -> dict[str, Any]:
-        key = spec.get("key")
-        if not isinstance(key, str):
-            raise ValueError('body needs "key", e.g. {"key": "md:265598"} (see GET /subscriptions)')
+        validate_unsubscribe(spec)
+        key = spec["key"]
         if not await self.connection.unsubscribe(key):
             raise ValueError(f"no desired subscription with key {key!r}")
+        if key.startswith("md:"):
+            self.session.normalizer.forget_target(key[3:])  # its frames are now dead letters
         if self.state is not None:
             self.state.unsubscribed(key, [sub.key for sub in self.session.desired()])
         return {"unsubscribed": key}

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from bridge.admin import build_admin_app, start_admin
+from bridge.admin import AdminLimits, build_admin_app, start_admin
 from bridge.admin_backend import BridgeAdmin
 from bridge.backoff import PUBLISH_RETRY, SINK_START_RETRY, Backoff
 from bridge.codec import EnvelopeContext
@@ -130,6 +130,7 @@ class Bridge:
         self.metrics = metrics or BridgeMetrics()
         self.sink = sink or build_sink(settings)
         self.normalizer = MeteredNormalizer(self.metrics, ZoneInfo(settings.gateway.bars_time_zone))
+        self.normalizer.restrict_to_subscribed()  # quote state only for the targets subscribed
         router = router_for(settings)
         self.pipeline = Pipeline(
             router,
@@ -199,7 +200,7 @@ class Bridge:
         )
         self.admin = BridgeAdmin(
             settings, self.metrics, self.session, self.connection, self.buffer, self.spool, self.sink,
-            self.publisher, self.state,
+            self.publisher, self.state, refresh=self.normalizer.flush_metrics,
         )  # fmt: skip
         self._ack_listeners: list[Callable[[Sequence[Record], int], None]] = []
         self._stop = asyncio.Event()
@@ -217,7 +218,6 @@ class Bridge:
 
     async def on_events(self, events: Sequence[Event], received_ns: int) -> None:
         """The session's output: metered, routed and encoded, then buffered for the publisher."""
-        self.normalizer.flush_metrics()
         self.meter.observe(events)
         records = self.pipeline.records(self.state.observe(events), received_ns)
         if records:
@@ -232,6 +232,7 @@ class Bridge:
         self._ack_listeners.append(listener)
 
     def _acked(self, records: Sequence[Record], ack_ns: int) -> None:
+        self.normalizer.flush_metrics()  # once per publish cycle, not per read (and at every scrape)
         for listener in self._ack_listeners:
             listener(records, ack_ns)
         self.meter.acked(records, ack_ns)
@@ -253,9 +254,11 @@ class Bridge:
         self.state.start()
         admin = self.settings.admin
         token = secret(admin.token, admin.token_file)
-        app = build_admin_app(self.admin, self.admin.render_metrics, token)
+        limits = AdminLimits(admin.header_timeout_s, admin.body_timeout_s, admin.max_connections,
+                             read_only=admin.read_only)  # fmt: skip
+        app = build_admin_app(self.admin, self.admin.render_metrics, token, limits)
         try:
-            self._admin_runner, self.admin_port = await start_admin(app, admin.host, admin.port)
+            self._admin_runner, self.admin_port = await start_admin(app, admin.host, admin.port, limits)
         except OSError as exc:
             in_use = exc.errno == errno.EADDRINUSE
             why = "is in use by another process" if in_use else f"cannot be bound ({exc.strerror})"

@@ -69,8 +69,8 @@ class MeteredNormalizer(Normalizer):
     """The normalizer, counting frames, bytes and events.
 
     Market-data frames, the bulk of the traffic, are tallied by the normalizer itself and added
-    to the metrics once per batch by :meth:`flush_metrics` (the bridge calls it for every batch
-    of events it takes); every other frame is counted as it is normalized.
+    to the metrics by :meth:`flush_metrics` (the bridge calls it once per publish cycle and at
+    every scrape); every other frame is counted as it is normalized.
     """
 
     def __init__(self, metrics: BridgeMetrics, bars_time_zone: tzinfo = UTC) -> None:

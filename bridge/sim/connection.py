@@ -28,6 +28,8 @@ from bridge.sim.orders import OrderEngine
 log = logging.getLogger(__name__)
 
 BURST_BATCH = 2048
+BURST_FRAMES_PER_TARGET = 64  # distinct pre-encoded frames per target (6,400 for 100 targets)
+BURST_BACKLOG_S = 0.1  # at a fixed rate, a backlog beyond this much is dropped
 
 
 @dataclass(slots=True)
@@ -108,6 +110,7 @@ class SimConnection:
         self.smh: dict[str, int] = {}  # serverId -> conid
         self._burst_task: asyncio.Task[None] | None = None
         self._burst_version = 0
+        self._burst_frames: dict[tuple[str, frozenset[str]], list[tuple[bytes, bytes]]] = {}
 
     # ----------------------------------------------------------------------------- writing
     def write(self, obj: Any, kind: str) -> None:
@@ -132,6 +135,20 @@ class SimConnection:
             self._transport.write(frame * count)
             self.frames["smd"] += count
             self.gateway.frames["smd"] += count
+
+    def pause_reading(self) -> None:
+        """Stop reading this socket (the client's writes then back up on its side)."""
+        if not (self.closed or self._transport.is_closing()):
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not (self.closed or self._transport.is_closing()):
+            self._transport.resume_reading()
+
+    def write_raw(self, data: bytes) -> None:
+        """Write pre-encoded websocket frames as they are."""
+        if not (self.closed or self._transport.is_closing()):
+            self._transport.write(data)
 
     def backlog_bytes(self) -> int:
         """Bytes written but not yet taken by the kernel (TLS: plain and encrypted buffers)."""
@@ -274,12 +291,17 @@ class SimConnection:
         version, index, sent, start, rate = -1, 0, 0, loop.time(), 0.0
         while self.md and not self.closed:
             if version != self._burst_version:
-                version, ring = self._burst_version, self._burst_ring()
+                version, ring, rate = self._burst_version, await self._burst_ring(), 0.0  # pace from now on
+                continue
             now = loop.time()
             share = total / max(1, gateway.bursting_connections())  # --rate is gateway-wide
             if share != rate:
                 rate, sent, start = share, 0, now
-            due = min(int((now - start) * rate) - sent, BURST_BATCH)
+            due = int((now - start) * rate) - sent
+            if due > rate * BURST_BACKLOG_S:  # fell behind (a busy machine): pace on, no catch-up storm
+                due = max(1, int(rate / 1000))  # one millisecond's worth
+                start = now - (sent + due) / rate
+            due = min(due, BURST_BATCH)
             if due <= 0 or not gateway.data_flowing() or gateway.is_stalled():
                 await asyncio.sleep(max(0.001, 1.0 / rate))
                 continue
@@ -299,11 +321,20 @@ class SimConnection:
             else:
                 await asyncio.sleep(0)
 
-    def _burst_ring(self) -> list[tuple[bytes, bytes]]:
-        per_target = [
-            burst_templates(target, self.gateway.server_id(sub.conid), sub.fields, self.gateway.rng)
-            for target, sub in self.md.items()
-        ]
+    async def _burst_ring(self) -> list[tuple[bytes, bytes]]:
+        # each target's frames are built once per socket (a client that subscribes one target at a
+        # time would otherwise rebuild every earlier target's at each subscription), yielding to the
+        # loop between targets: 100 targets take a second or more, heartbeats and other sockets go on
+        cache = self._burst_frames
+        per_target = []
+        for target, sub in list(self.md.items()):
+            frames_of = cache.get((target, sub.fields))
+            if frames_of is None:
+                server_id, rng = self.gateway.server_id(sub.conid), self.gateway.rng
+                frames_of = burst_templates(target, server_id, sub.fields, rng, BURST_FRAMES_PER_TARGET)
+                cache[target, sub.fields] = frames_of
+                await asyncio.sleep(0)
+            per_target.append(frames_of)
         return [tpl[i] for i in range(len(per_target[0])) for tpl in per_target] if per_target else []
 
     # ----------------------------------------------------------------------------- orders, trades

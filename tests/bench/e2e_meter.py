@@ -69,24 +69,26 @@ class Meter:
         self.seconds = seconds
         self.latency = latency
         self.acked_frames = 0
+        self.acks = 0  # acknowledgements (a publish cycle for a batching contender, a frame otherwise)
         self.measuring = False
         self.done = threading.Event()
         self._first_ack = threading.Event()
         self._lags_ms = array("d")
-        self._snapshots: list[tuple[int, float, float]] = []
+        self._snapshots: list[tuple[int, float, float, int]] = []
         self._thread = threading.Thread(target=self._window, name="meter", daemon=True)
         self._thread.start()
 
     def acked(self, frames: int, ack_ms: float, sent_ms: Iterable[int] | None = None) -> None:
         """``frames`` market-data frames acknowledged at ``ack_ms`` (wall clock, ms)."""
         self.acked_frames += frames
+        self.acks += 1
         if self.measuring and sent_ms is not None and self.latency:
             self._lags_ms.extend(ack_ms - sent for sent in sent_ms)
         if not self._first_ack.is_set():
             self._first_ack.set()
 
     def _snapshot(self) -> None:
-        self._snapshots.append((self.acked_frames, time.process_time(), time.perf_counter()))
+        self._snapshots.append((self.acked_frames, time.process_time(), time.perf_counter(), self.acks))
 
     def _window(self) -> None:
         self._first_ack.wait()
@@ -101,13 +103,14 @@ class Meter:
         self.done.set()
 
     def result(self, **extra: Any) -> dict[str, Any]:
-        (n0, cpu0, t0), (n1, cpu1, t1) = self._snapshots
+        (n0, cpu0, t0, a0), (n1, cpu1, t1, a1) = self._snapshots
         frames, wall, cpu = n1 - n0, t1 - t0, cpu1 - cpu0
         lags = sorted(self._lags_ms)
         return {
             "frames": frames,
             "window_s": wall,
             "frames_per_s": frames / wall,
+            "acks_per_s": (a1 - a0) / wall,
             "cpu_s": cpu,
             "cpu_percent": 100 * cpu / wall,
             "cpu_s_per_100k": 1e5 * cpu / frames if frames else None,

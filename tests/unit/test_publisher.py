@@ -131,16 +131,48 @@ async def test_a_lone_record_is_sent_at_once_instead_of_waiting_out_the_linger(c
     await publisher.stop()
 
 
-async def test_records_that_keep_arriving_are_lingered_into_full_batches(ctx: EnvelopeContext) -> None:
+async def trickle(publisher: Publisher, buffer: DeliveryBuffer, record: Record, passes: int = 20) -> None:
+    """Put ``record`` as the reader does, then let the loop run ``passes`` times (a trickling feed)."""
+    buffer.put(record)
+    await publisher.keep_pace()
+    for _ in range(passes):
+        await asyncio.sleep(0)
+
+
+async def test_quotes_that_trickle_in_wait_for_the_cadence_and_go_out_together(ctx: EnvelopeContext) -> None:
     sink, buffer, publisher = make(max_batch_events=10, linger_ms=600_000)
     publisher.start()
-    expected = [order(ctx, n % 3, n) for n in range(30)]
-    for record in expected:  # one record per pass of the event loop, as a busy reader delivers them
-        buffer.put(record)
-        await asyncio.sleep(0)
+    await trickle(publisher, buffer, quote(ctx, 0, 0))
+    assert sink.batch_sizes == [1]  # the first after a quiet spell goes at once
+    for n in range(1, 10):
+        await trickle(publisher, buffer, quote(ctx, n, n))
+    assert sink.batch_sizes == [1]  # the next ones wait for the cadence
+    await trickle(publisher, buffer, quote(ctx, 10, 10))  # a full batch does not wait
+    await until(lambda: sink.batch_sizes == [1, 10])
+    assert [r.updated_ms for r in sink.records[MARKET]] == list(range(11))
+    await publisher.stop()
+
+
+async def test_a_critical_record_ends_the_wait_for_the_cadence(ctx: EnvelopeContext) -> None:
+    sink, buffer, publisher = make(max_batch_events=100, linger_ms=600_000)
+    publisher.start()
+    await trickle(publisher, buffer, quote(ctx, 0, 0))
+    for n in range(1, 4):
+        await trickle(publisher, buffer, quote(ctx, n, n))
+    assert sink.batch_sizes == [1]
+    await trickle(publisher, buffer, order(ctx, 1, 1))
+    await until(lambda: sink.batch_sizes == [1, 4])
+    await publisher.stop()
+
+
+async def test_flush_publishes_without_waiting_for_the_cadence(ctx: EnvelopeContext) -> None:
+    sink, buffer, publisher = make(max_batch_events=100, linger_ms=600_000)
+    publisher.start()
+    await trickle(publisher, buffer, quote(ctx, 0, 0))
+    await trickle(publisher, buffer, quote(ctx, 1, 1))
+    assert sink.batch_sizes == [1]
     assert await publisher.flush(timeout_s=10)
-    assert sink.ids(ORDERS) == [r.id for r in expected]
-    assert sink.batch_sizes == [10, 10, 10]
+    assert sink.batch_sizes == [1, 1]
     await publisher.stop()
 
 
