@@ -18,7 +18,7 @@ from bridge.ingest.session import GatewaySession
 from bridge.metrics import BridgeMetrics
 from bridge.publisher import Publisher
 from bridge.sinks.base import Sink
-from bridge.specs import subscription_from_spec
+from bridge.specs import subscription_from_spec, validate_unsubscribe
 
 
 class BridgeAdmin:
@@ -122,9 +122,10 @@ class BridgeAdmin:
         return answer
 
     async def unsubscribe(self, spec: dict[str, Any]) -> dict[str, Any]:
-        key = spec.get("key")
-        if not isinstance(key, str):
-            raise ValueError('body needs "key", e.g. {"key": "md:265598"} (see GET /subscriptions)')
+        validate_unsubscribe(spec)
+        key = spec["key"]
         if not await self.connection.unsubscribe(key):
             raise ValueError(f"no desired subscription with key {key!r}")
+        if key.startswith("md:"):
+            self.session.normalizer.forget_target(key[3:])  # its frames are now dead letters
         return {"unsubscribed": key}

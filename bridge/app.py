@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from bridge.admin import build_admin_app, start_admin
+from bridge.admin import AdminLimits, build_admin_app, start_admin
 from bridge.admin_backend import BridgeAdmin
 from bridge.backoff import PUBLISH_RETRY, SINK_START_RETRY, Backoff
 from bridge.codec import EnvelopeContext
@@ -119,6 +119,7 @@ class Bridge:
         self.metrics = metrics or BridgeMetrics()
         self.sink = sink or build_sink(settings)
         self.normalizer = MeteredNormalizer(self.metrics, ZoneInfo(settings.gateway.bars_time_zone))
+        self.normalizer.restrict_to_subscribed()  # quote state only for the targets subscribed
         self.pipeline = Pipeline(
             Router(settings.destinations, settings.account_aliases),
             EnvelopeContext(source=f"urn:ibkr-bridge:{settings.instance}"),
@@ -238,9 +239,11 @@ class Bridge:
         self.publisher.start()
         admin = self.settings.admin
         token = secret(admin.token, admin.token_file)
-        app = build_admin_app(self.admin, self.admin.render_metrics, token)
+        limits = AdminLimits(admin.header_timeout_s, admin.body_timeout_s, admin.max_connections,
+                             read_only=admin.read_only)  # fmt: skip
+        app = build_admin_app(self.admin, self.admin.render_metrics, token, limits)
         try:
-            self._admin_runner, self.admin_port = await start_admin(app, admin.host, admin.port)
+            self._admin_runner, self.admin_port = await start_admin(app, admin.host, admin.port, limits)
         except OSError as exc:
             in_use = exc.errno == errno.EADDRINUSE
             why = "is in use by another process" if in_use else f"cannot be bound ({exc.strerror})"

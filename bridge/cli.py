@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_DATA_LOST = 3  # run: critical records could not be delivered nor spooled (a full or failed disk)
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -176,6 +177,9 @@ def _summary(settings: Settings, source: str) -> str:
     tls = "verification OFF (insecure_tls)" if settings.gateway.insecure_tls else "verified"
     conids = ", ".join(subs.market_data.conids) or "-"
     guarded = settings.admin.token is not None or settings.admin.token_file is not None
+    mutations = "need a bearer token" if guarded else "open on loopback"
+    if settings.admin.read_only:
+        mutations = "refused: read-only, no admin.token off loopback"
     session = settings.session
     lines = [
         f"{source}: valid",
@@ -192,7 +196,7 @@ def _summary(settings: Settings, source: str) -> str:
         f"{settings.delivery.max_critical_events} events in memory; spool {settings.delivery.spool_dir} "
         f"(quota {settings.delivery.spool_max_bytes} bytes, fsync {settings.delivery.spool_fsync})",
         f"  admin          http://{settings.admin.host}:{settings.admin.port} "
-        f"(mutations {'need a bearer token' if guarded else 'open'})",
+        f"(mutations {mutations})",
         f"  session        tic {session.tic_interval_s}s, tickle {session.tickle_interval_s}s, "
         f"stale after {session.stale_after_s}s, smd refresh {session.smd_refresh_s}s",
     ]
@@ -291,8 +295,8 @@ async def _serve(settings: Settings) -> int:
         return EXIT_FAILURE
     except Exception:
         logging.getLogger("bridge").exception("the bridge stopped on an error")
-        return EXIT_FAILURE
-    return EXIT_OK
+        return EXIT_DATA_LOST if bridge.buffer.lost_critical_events else EXIT_FAILURE
+    return EXIT_DATA_LOST if bridge.buffer.lost_critical_events else EXIT_OK  # lost: logged with ids
 
 
 def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

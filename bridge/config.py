@@ -11,6 +11,7 @@ naming the field path, the value, what is allowed and who set it (file, variable
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +26,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -54,6 +56,17 @@ SINK_SCHEMES = ("kafka", "redis", "rediss", "stdout", "memory")
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine: ``localhost``, 127.0.0.0/8 or ``::1``."""
+    name = host.lower().rstrip(".")
+    if name in ("localhost", "localhost.localdomain") or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 GATEWAY_URL = "https://localhost:5000"
@@ -97,6 +110,27 @@ class GatewaySettings(_Section):
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ValueError("must be an http(s) URL with a host, e.g. https://localhost:5000")
         return value.rstrip("/")
+
+    @field_validator("insecure_tls")
+    @classmethod
+    def _insecure_only_on_loopback(cls, value: bool, info: ValidationInfo) -> bool:
+        url = info.data.get("url")
+        if value and url is not None and not is_loopback(urlsplit(url).hostname or ""):
+            raise ValueError(
+                f"turns TLS verification off, which is allowed only for a gateway on loopback "
+                f"(localhost, 127.0.0.0/8, ::1), not {urlsplit(url).hostname}; set gateway.ca_file "
+                f"to the gateway's CA or certificate file instead"
+            )
+        return value
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file_readable(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("insecure_tls"):
+            raise ValueError("is set with gateway.insecure_tls: verify against it, or turn verification off")
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file (the gateway's CA or certificate, PEM)")
+        return value
 
     @property
     def ws_url(self) -> str:
@@ -298,6 +332,14 @@ class AdminSettings(_Section):
     port: int = Field(9464, ge=0, le=65535)
     token: SecretStr | None = None
     token_file: Path | None = None
+    header_timeout_s: float = Field(10.0, gt=0)  # a connection's request headers must arrive within this
+    body_timeout_s: float = Field(10.0, gt=0)
+    max_connections: int = Field(64, ge=1)  # open admin connections; past it a new one gets 503
+
+    @property
+    def read_only(self) -> bool:
+        """Mutations refused: listening beyond loopback with no token to demand."""
+        return not is_loopback(self.host) and self.token is None and self.token_file is None
 
 
 class LogSettings(_Section):

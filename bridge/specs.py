@@ -6,7 +6,7 @@ a body that cannot be read raises ``ValueError`` with the fix, which the admin A
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bridge.config import Settings
@@ -60,11 +60,95 @@ def bars_subscription(spec: Mapping[str, Any]) -> Subscription:
     return Subscription.bars(int(conid), params, stream)
 
 
+class SpecError(ValueError):
+    """An admin request body that cannot be used; ``field`` names the offending key."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) and value else "must be a non-empty string"
+
+
+def _conid_or_target(value: Any) -> str | None:
+    if (type(value) is int and value > 0) or (isinstance(value, str) and value):
+        return None
+    return 'must be a conid (digits), "CONID@EXCHANGE" or a combo target, as a string or a number'
+
+
+def _field_ids(value: Any) -> str | None:
+    if not isinstance(value, list) or not all(
+        (type(f) is int and f >= 0) or (isinstance(f, str) and f.isdigit()) for f in value
+    ):
+        return 'must be a list of market data field codes, e.g. ["31", "84", "86"]'
+    return None
+
+
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+# type -> ({field: check}, required fields): one entry per subscription type, so a new type
+# brings its own rules; a body's unknown keys are refused, never ignored.
+_SPEC_RULES: dict[str, tuple[dict[str, Callable[[Any], str | None]], frozenset[str]]] = {
+    "market_data": ({"conid": _conid_or_target, "fields": _field_ids}, frozenset({"conid"})),
+    "orders": ({}, frozenset()),
+    "executions": ({}, frozenset()),
+    "pnl": ({}, frozenset()),
+    "account_summary": ({"account": _text}, frozenset({"account"})),
+    "account_ledger": ({"account": _text}, frozenset({"account"})),
+    "bars": (
+        {"conid": _conid_or_target, "period": _text, "bar": _text, "source": _text, "outside_rth": _flag,
+         "stream": _flag},
+        frozenset({"conid"}),
+    ),
+    "book": ({"conid": _conid_or_target, "exchange": _text, "account": _text}, frozenset({"conid"})),
+}
+
+
+def validate_subscribe(spec: Mapping[str, Any]) -> None:
+    """Check a ``POST /subscriptions`` body against its type's rules; :class:`SpecError` names
+    the first field that is missing, unknown or of the wrong type."""
+    kind = spec.get("type")
+    if not isinstance(kind, str) or kind not in _SPEC_RULES:
+        raise SpecError("type", f"must be one of {', '.join(_SPEC_RULES)}")
+    checks, required = _SPEC_RULES[kind]
+    for name in sorted(required - spec.keys()):
+        raise SpecError(name, f"is required for type {kind}")
+    for name, value in spec.items():
+        if name == "type":
+            continue
+        check = checks.get(name)
+        if check is None:
+            allowed = ", ".join(checks) or "no other field"
+            raise SpecError(name, f"is not a field of type {kind} (it takes {allowed})")
+        problem = check(value)
+        if problem is not None:
+            raise SpecError(name, f"{problem}, got {_shown(value)}")
+
+
+def validate_unsubscribe(spec: Mapping[str, Any]) -> None:
+    """Check a ``DELETE /subscriptions`` body: ``{"key": "md:265598"}`` and nothing else."""
+    for name in spec:
+        if name != "key":
+            raise SpecError(name, 'is not a field of an unsubscribe request (it takes only "key")')
+    if not isinstance(spec.get("key"), str) or not spec["key"]:
+        raise SpecError("key", 'is required, e.g. {"key": "md:265598"} (see GET /subscriptions)')
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def subscription_from_spec(
     spec: Mapping[str, Any], settings: Settings, default_account: str | None = None
 ) -> Subscription:
     """A ``POST /subscriptions`` body as a subscription; defaults come from the settings (and, for
     a book ladder without an account, the gateway's selected account)."""
+    validate_subscribe(spec)
     kind = spec.get("type")
     if kind == "market_data":
         fields = spec.get("fields") or settings.subscriptions.market_data.fields

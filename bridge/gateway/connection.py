@@ -175,6 +175,7 @@ class GatewayConnection:
                     ssl_context=self._ssl,
                     websocket_handshake_timeout=settings.open_timeout_s,
                     enable_auto_ping=ping_s is not None,
+                    enable_auto_pong=False,  # Inbox answers pings, within a write-buffer bound
                     auto_ping_idle_timeout=ping_s or 20.0,
                     auto_ping_reply_timeout=min(settings.ping_timeout_s, ping_s or 20.0),
                     max_frame_size=settings.max_frame_bytes,

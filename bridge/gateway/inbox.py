@@ -8,11 +8,15 @@ there and the connection's serve loop takes everything collected at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 _TEXT, _BINARY, _CONTINUATION, _CLOSE = (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION,
                                          WSMsgType.CLOSE)  # fmt: skip
+_PING = WSMsgType.PING
+
+log = logging.getLogger(__name__)
 
 
 class Inbox(WSListener):
@@ -21,12 +25,28 @@ class Inbox(WSListener):
     picows calls ``on_ws_frame`` synchronously for every frame parsed from the bytes just read;
     data messages (fragmented ones reassembled) are appended as bytes, close frames answered.
     Past ``pause_at`` waiting messages the socket stops reading (TCP backpressure on the gateway)
-    until the serve loop takes them. Pings are answered by picows itself.
+    until the serve loop takes them.
+
+    Pings are answered here, not by picows, so the write side stays bounded: while more than
+    ``max_unsent_bytes`` wait in the socket's write buffer (the peer is not reading), a ping goes
+    unanswered and is counted; a peer that keeps it that way for ``write_stall_s`` is disconnected.
+    A gateway flooding pings without reading our pongs can no longer grow our memory.
     """
 
-    def __init__(self, max_message_bytes: int, pause_at: int) -> None:
+    def __init__(
+        self,
+        max_message_bytes: int,
+        pause_at: int,
+        max_unsent_bytes: int = 1 << 20,
+        write_stall_s: float = 10.0,
+    ) -> None:
         self.messages: list[bytes] = []
         self.disconnected = False
+        self.unanswered_pings = 0
+        self.write_stalled = False  # disconnected because the peer stopped reading
+        self._max_unsent_bytes = max_unsent_bytes
+        self._write_stall_s = write_stall_s
+        self._stalled_since: float | None = None
         self._max_message_bytes = max_message_bytes
         self._pause_at = pause_at
         self._transport: WSTransport | None = None
@@ -50,14 +70,33 @@ class Inbox(WSListener):
             transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
             return
+        elif kind is _PING:
+            self._pong(transport, frame)
+            return
         else:
-            return  # PING is answered and PONG consumed by picows
+            return  # PONG: consumed by picows (its auto-ping)
         if len(self.messages) >= self._pause_at and not self._paused:
             self._paused = True
             transport.underlying_transport.pause_reading()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _pong(self, transport: WSTransport, frame: WSFrame) -> None:
+        unsent = transport.underlying_transport.get_write_buffer_size()
+        if unsent <= self._max_unsent_bytes:
+            self._stalled_since = None
+            transport.send_pong(frame.get_payload_as_bytes())
+            return
+        self.unanswered_pings += 1
+        now = asyncio.get_running_loop().time()
+        if self._stalled_since is None:
+            self._stalled_since = now
+        elif now - self._stalled_since > self._write_stall_s and not self.write_stalled:
+            self.write_stalled = True
+            log.warning("gateway socket: %d bytes unsent for %.0f s while it sends pings; disconnecting",
+                        unsent, now - self._stalled_since)  # fmt: skip
+            transport.disconnect(graceful=False)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.disconnected = True

@@ -26,6 +26,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add("--port", type=int, default=5000, help="listen port (0 picks a free one; default 5000)")
     add("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     add("--no-tls", action="store_true", help="plain http/ws instead of a self-signed https/wss")
+    add("--tls-dir", type=Path, default=None, help="write cert.pem (the clients' CA file) here")
+    add("--tls-name", action="append", default=[], help="a host name the certificate is also valid for")
     add("--conids", type=_conids, default=DEFAULT_CONIDS, help="conids, e.g. 265598,8314")
     add("--rate", type=float, default=None, help="burst mode: N smd frames/s in total, pre-encoded")
     add("--scenario", type=Path, default=None, help="fault scenario file (JSON or YAML)")
@@ -58,7 +60,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     return SimConfig(
-        host=args.host, port=args.port, tls=not args.no_tls, conids=tuple(args.conids), account=args.account,
+        host=args.host, port=args.port, tls=not args.no_tls, tls_dir=args.tls_dir,
+        tls_names=tuple(args.tls_name), conids=tuple(args.conids), account=args.account,
         require_session=args.require_session, require_accounts=args.require_accounts,
         session_message_error=not args.accept_session_message, heartbeat_s=args.heartbeat_s,
         tic_replies=args.tic_replies, md_interval_s=args.md_interval_s, smd_expiry_s=args.smd_expiry_s,

@@ -18,6 +18,8 @@ class SimConfig:
     host: str = "127.0.0.1"
     port: int = 5000  # 0 picks a free port (see ``GatewaySimulator.port``)
     tls: bool = True
+    tls_dir: Path | None = None  # write cert.pem/key.pem here (cert.pem: clients' CA file), else a temp dir
+    tls_names: tuple[str, ...] = ()  # host names the certificate is also valid for (e.g. a compose alias)
     conids: tuple[int, ...] = DEFAULT_CONIDS  # quotes that move from the start (any conid can be asked for)
     account: str = "DU1234567"
     username: str = "simuser1"

@@ -136,6 +136,20 @@ class SimConnection:
             self.frames["smd"] += count
             self.gateway.frames["smd"] += count
 
+    def pause_reading(self) -> None:
+        """Stop reading this socket (the client's writes then back up on its side)."""
+        if not (self.closed or self._transport.is_closing()):
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not (self.closed or self._transport.is_closing()):
+            self._transport.resume_reading()
+
+    def write_raw(self, data: bytes) -> None:
+        """Write pre-encoded websocket frames as they are."""
+        if not (self.closed or self._transport.is_closing()):
+            self._transport.write(data)
+
     def backlog_bytes(self) -> int:
         """Bytes written but not yet taken by the kernel (TLS: plain and encrypted buffers)."""
         if self.closed:

@@ -24,6 +24,8 @@ Faults (parameters, defaults):
   distinct conids are refused (invented behaviour: the real socket's answer is unknown).
 - ``slow_reader`` (limit_bytes=1 MiB, flood_frames=50000, grace_s=1, duration_s=30): flood every
   socket, then abort (no close frame) any socket whose unread backlog stays above ``limit_bytes``.
+- ``ping_flood`` (duration_s=10, pings_per_tick=2000, connection): stop reading the socket(s) and
+  send pings (125-byte payloads) every 10 ms: a peer that demands pongs and never reads them.
 - ``lst_expire``: (OAuth mode) every live session token issued so far expires now; signed calls
   answer 401 ``live session token expired`` until the client gets a new one.
 - ``ssodh_error`` (count=1): the next ``count`` ``ssodh/init`` calls answer 500.
@@ -224,6 +226,31 @@ async def _slow_reader_watch(gateway: Gateway, grace_s: float, duration_s: float
     gateway.slow_reader_limit = None
 
 
+async def _ping_flood(gateway: Gateway, params: Params) -> Params:
+    duration = _number(params, "duration_s", 10.0) or 0.0
+    per_tick = int(_number(params, "pings_per_tick", 2000) or 0)
+    conns = _targets(gateway, params)
+    gateway.spawn(_ping_flood_run(conns, duration, per_tick))
+    return {"flooding": [c.id for c in conns]}
+
+
+async def _ping_flood_run(conns: list[SimConnection], duration_s: float, per_tick: int) -> None:
+    payload = b"p" * 125  # the largest control payload: each pong echoes it
+    burst = (frames.ws_header(len(payload), frames.OP_PING) + payload) * per_tick
+    for conn in conns:
+        conn.pause_reading()
+    deadline = time.monotonic() + duration_s
+    try:
+        while time.monotonic() < deadline and any(not c.closed for c in conns):
+            for conn in conns:
+                if conn.backlog_bytes() < 4 << 20:  # the simulator's own writes stay bounded
+                    conn.write_raw(burst)
+            await asyncio.sleep(0.01)
+    finally:
+        for conn in conns:
+            conn.resume_reading()
+
+
 async def _lst_expire(gateway: Gateway, params: Params) -> Params:
     if gateway.oauth is None:
         raise FaultError("lst_expire needs the OAuth mode (sim --oauth DIR)")
@@ -256,6 +283,7 @@ FAULTS: dict[str, Callable[[Gateway, Params], Awaitable[Params]]] = {
     "malformed": _malformed,
     "line_limit": _line_limit,
     "slow_reader": _slow_reader,
+    "ping_flood": _ping_flood,
     "lst_expire": _lst_expire,
     "ssodh_error": _ssodh_error,
     "clear": _clear,

@@ -20,6 +20,7 @@ _LEN3 = struct.Struct("!BBQ").pack
 
 OP_TEXT = 0x1
 OP_BINARY = 0x2
+OP_PING = 0x9
 
 
 def ws_header(length: int, opcode: int = OP_TEXT) -> bytes:

@@ -123,6 +123,7 @@ class GatewaySimulator:
         self.gateway = Gateway(self.config)
         self._runner: web.AppRunner | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.cert_path: Path | None = None  # with TLS: the certificate, a verifying client's CA file
         self.port = self.config.port
 
     @property
@@ -178,12 +179,16 @@ class GatewaySimulator:
         oauth_dir = self.config.oauth_dir
         if oauth_dir is not None:
             self.gateway.oauth = SimOAuth(ensure_consumer(oauth_dir), self.config.lst_ttl_s)
-        if self.config.tls and oauth_dir is not None:
-            (oauth_dir / "tls").mkdir(parents=True, exist_ok=True)
-            ssl_context = self_signed_context(oauth_dir / "tls", self.config.host)
-        elif self.config.tls:
-            self._tmp = tempfile.TemporaryDirectory(prefix="ibkr-sim-")
-            ssl_context = self_signed_context(Path(self._tmp.name), self.config.host)
+        if self.config.tls:
+            directory = self.config.tls_dir
+            if directory is None and oauth_dir is not None:
+                directory = oauth_dir / "tls"
+            if directory is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="ibkr-sim-")
+                directory = Path(self._tmp.name)
+            directory.mkdir(parents=True, exist_ok=True)
+            ssl_context = self_signed_context(directory, self.config.host, self.config.tls_names)
+            self.cert_path = directory / "cert.pem"
         scenario = load_scenario(self.config.scenario) if self.config.scenario else None
         self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False,
                                      shutdown_timeout=1.0)

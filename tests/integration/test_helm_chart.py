@@ -51,6 +51,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ibeam": {
         "ibeam": {"enabled": True, "existingSecret": "ibeam-login", "allowList": ["127.0.0.1", "10.42.*"]},
     },
+    "gateway_ca": {
+        "gateway": {"url": "https://ibeam.trading.svc:5000", "ca": {"existingSecret": "ibeam-ca", "key": "ca.pem"}},
+        "networkPolicy": {"adminFrom": [{"namespaceSelector": {"matchLabels": {"team": "observability"}}}]},
+    },
     "oauth": {
         "gateway": {"oauth": {"enabled": True, "existingSecret": "ibkr-oauth"}, "compete": True},
     },
@@ -153,9 +157,13 @@ def secret_files(objects: dict[str, dict[str, Any]]) -> set[str]:
     volumes = {v["name"]: v for v in pod["volumes"]}
     files = set()
     for mount in container(objects, "bridge")["volumeMounts"]:
-        projected = volumes.get(mount["name"], {}).get("projected")  # the spool claim is no pod volume
+        volume = volumes.get(mount["name"], {})  # the spool claim is no pod volume
+        projected = volume.get("projected")
         for source in projected["sources"] if projected else ():
             files |= {f"{mount['mountPath']}/{item['path']}" for item in source["secret"]["items"]}
+        for kind in ("secret", "configMap"):  # a whole Secret or ConfigMap (the gateway's CA)
+            if kind in volume and mount["name"] != "config":
+                files |= {f"{mount['mountPath']}/{item['path']}" for item in volume[kind]["items"]}
     return files
 
 
@@ -346,7 +354,7 @@ def test_a_bridge_config_file_naming_an_unmounted_secret_is_refused(chart: helm.
 
 def test_values_map_onto_the_bridge_settings(chart: helm.Chart) -> None:
     config = bridge_config(render(chart, VARIANTS["tuned"]))
-    assert config["gateway"] == {"url": "https://ibkr-gateway:5000", "insecure_tls": True, "account": "U1234567"}
+    assert config["gateway"] == {"url": "https://ibkr-gateway:5000", "insecure_tls": False, "account": "U1234567"}
     assert config["session"] == {"stale_after_s": 20, "tickle_interval_s": 45, "smd_refresh_s": 300}
     assert config["sink"] == {
         "url": "kafka://kafka:9092",
@@ -516,3 +524,65 @@ def test_readme_documents_every_value(chart: helm.Chart) -> None:
     }
     assert len(documented) > 40
     assert undocumented == set()
+
+
+# ------------------------------------------------------------------------------ gateway TLS and admin peers
+
+
+def test_insecure_tls_for_a_gateway_off_loopback_fails_the_render_naming_the_ca_values(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmError, match=re.escape("set gateway.ca.existingSecret or gateway.ca.existingConfigMap")):
+        chart.render({"gateway": {"insecureTls": True}}, name="bridge", namespace="trading")
+
+
+def test_the_ibeam_sidecar_on_loopback_is_reached_without_verification(chart: helm.Chart) -> None:
+    assert bridge_config(render(chart, VARIANTS["ibeam"]))["gateway"]["insecure_tls"] is True
+
+
+def test_a_gateway_ca_secret_is_mounted_and_named_as_the_bridge_ca_file(chart: helm.Chart) -> None:
+    objects = render(chart, VARIANTS["gateway_ca"])
+    gateway = bridge_config(objects)["gateway"]
+    assert gateway["insecure_tls"] is False
+    assert gateway["ca_file"] == "/var/run/ibkr-bridge/gateway-ca/ca.pem"
+    assert gateway["ca_file"] in secret_files(objects)
+    volumes = {v["name"]: v for v in workload(objects)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["gateway-ca"]["secret"] == {"secretName": "ibeam-ca", "items": [{"key": "ca.pem", "path": "ca.pem"}]}
+
+
+@pytest.mark.parametrize("variant", ["default", "gateway_ca"])
+def test_the_network_policy_admits_to_the_admin_port_only_the_named_peers(chart: helm.Chart, variant: str) -> None:
+    objects = render(chart, VARIANTS[variant])
+    (rule,) = objects["NetworkPolicy/bridge-ibkr-bridge"]["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "admin", "protocol": "TCP"}]
+    expected = {"default": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+                "gateway_ca": [{"namespaceSelector": {"matchLabels": {"team": "observability"}}}]}[variant]  # fmt: skip
+    assert rule["from"] == expected
+
+
+def test_an_empty_admin_peer_list_admits_nothing(chart: helm.Chart) -> None:
+    objects = render(chart, {"networkPolicy": {"adminFrom": []}})
+    assert objects["NetworkPolicy/bridge-ibkr-bridge"]["spec"]["ingress"] == []
+
+
+# What a waiting record costs (tests/bench/bench_buffer_memory.py: 1.3 KB of Python allocations,
+# 2.2 KB of RSS with tracemalloc's bookkeeping, per buffered quote; critical records are no
+# larger) and the bridge's idle RSS (tests/fault/test_ping_flood.py: ~80 MB), with margin.
+BYTES_PER_BUFFERED_RECORD = 2_500
+IDLE_BRIDGE_BYTES = 100 << 20
+MEMORY_UNITS = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+
+
+def memory_bytes(quantity: str) -> int:
+    for suffix, factor in MEMORY_UNITS.items():
+        if quantity.endswith(suffix):
+            return int(quantity.removesuffix(suffix)) * factor
+    return int(quantity)
+
+
+@pytest.mark.parametrize("variant", ["default", "tuned"])
+def test_the_buffers_fit_the_memory_limit_with_headroom(chart: helm.Chart, variant: str) -> None:
+    objects = render(chart, VARIANTS[variant])
+    delivery = bridge_config(objects)["delivery"]
+    limit = memory_bytes(container(objects, "bridge")["resources"]["limits"]["memory"])
+    buffered = delivery["max_market_data_events"] + delivery["max_critical_events"]
+    needed = IDLE_BRIDGE_BYTES + buffered * BYTES_PER_BUFFERED_RECORD
+    assert needed <= 0.75 * limit, f"{buffered:,} buffered records need ~{needed >> 20} MiB of a {limit >> 20} MiB limit"

@@ -17,6 +17,7 @@ from tests.integration.test_app import eventually, settings_for
 DEEP = "[" * 600 + "1" + "]" * 600
 HOSTILE = [
     f'{{"topic":"smd+265598","conid":265598,"31":"1.00","7777":{DEEP}}}',
+    '{"topic":"smd+777777","conid":777777,"31":"1.00"}',  # a target nobody subscribed
     '{"topic":"smd+123456789012345678901234567890","31":"1.00"}',
     '{"topic":"ssd+DU1","result":[{"key":"NetLiquidation","timestamp":-9223372036854775807,"monetaryValue":1}]}',
 ]
@@ -39,6 +40,8 @@ async def test_hostile_frames_from_the_gateway_leave_the_bridge_running(sim: Gat
         assert flagged and flagged[-1]["extra"]["7777"]["truncated"] is True
         letters = [orjson.loads(r.data) for r in sink.records["ibkr.dlq.v1"]]
         assert any("exceeds 64 bits" in (d.get("error") or "") for d in letters)
+        assert any(d["reason"] == "unsubscribed_target" for d in letters)
+        assert bridge.normalizer.quote_states == 2  # 265598 and 8314, the subscribed conids
     finally:
         bridge.stop()
         await asyncio.wait_for(task, timeout=15)
@@ -50,6 +53,7 @@ async def test_an_event_the_encoder_refuses_becomes_a_dead_letter_and_drops_the_
 ) -> None:
     sink = MemorySink()
     bridge = Bridge(settings_for(sim, tmp_path), sink=sink)
+    bridge.normalizer.expect_snapshot("265598")  # as the session does when it sends the smd
     bridge.normalizer.normalize(b'{"topic":"smd+265598","conid":265598,"31":"1.00"}', 1)
     deep: list[object] = []
     for _ in range(300):

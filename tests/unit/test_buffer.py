@@ -334,3 +334,25 @@ def test_a_partial_take_of_an_unconflated_queue_keeps_arrival_order_and_duplicat
     queue.put(quote(1, 3))
     assert [(r.key, r.updated_ms) for r in queue.take(5)] == [(b"2", 1), (b"1", 3)]
     assert queue.conflated_events == 0
+
+
+def test_a_backlogged_market_queue_keeps_about_a_kilobyte_per_quote_not_an_orjson_buffer() -> None:
+    import tracemalloc
+
+    import orjson
+
+    from bridge.delivery.buffer import MarketDataQueue
+    from bridge.sinks.base import Record as _Record
+
+    queue = MarketDataQueue(20_001)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for start in range(0, 20_000, 100):
+        batch = [_Record("ibkr.marketdata.v1", str(n % 500).encode(), orjson.dumps({"conid": n, "v": "x" * 600}),
+                         (), EventClass.MARKET_DATA, "com.ibkr.marketdata.quote.v1", n)
+                 for n in range(start, start + 100)]  # fmt: skip
+        queue.put_many(batch)
+    per_record = (tracemalloc.get_traced_memory()[0] - before) / 20_000
+    tracemalloc.stop()
+    assert len(queue) == 20_000
+    assert per_record < 1_500, f"{per_record:.0f} bytes per buffered record"  # was ~8.6 KB: orjson's buffer

@@ -156,7 +156,8 @@ def test_sim_and_gateway_profiles_both_answer_as_the_configured_gateway(compose:
     for name in ("sim", "ibeam"):
         assert host in graph[name]["networks"]["default"]["aliases"], name
     assert graph["sim"]["entrypoint"] == ["ibkr-bridge", "sim"]
-    assert graph["sim"]["command"][-2:] == ["--port", "5000"]
+    command = graph["sim"]["command"]
+    assert command[command.index("--port") + 1] == "5000"
 
 
 def test_ibeam_mounts_an_allow_list_that_covers_the_compose_network(compose: dict[str, Any]) -> None:
@@ -224,19 +225,39 @@ def clean_bridge_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("clean_bridge_env")
-def test_the_compose_bridge_config_passes_check_config(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_compose_bridge_config_passes_check_config(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    status = cli.main(["check-config", str(DEPLOY / "config/bridge.yaml")])
+    assert status != 0 and "gateway.ca_file: '/etc/ibkr-bridge/gateway-ca/cert.pem'" in capsys.readouterr().err
+    (tmp_path / "cert.pem").write_text("stands in for the certificate the gateway-ca volume holds")
+    monkeypatch.setenv("BRIDGE_GATEWAY__CA_FILE", str(tmp_path / "cert.pem"))
     status = cli.main(["check-config", str(DEPLOY / "config/bridge.yaml")])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     assert "valid" in captured.out
 
 
+def test_the_compose_gateway_certificate_reaches_the_bridge_from_the_simulator(compose: dict[str, Any]) -> None:
+    graph = services(compose)
+    command = graph["sim"]["command"]
+    tls_dir = command[command.index("--tls-dir") + 1]
+    assert command[command.index("--tls-name") + 1] == "gateway"
+    assert f"gateway-ca:{tls_dir}" in graph["sim"]["volumes"]
+    assert "gateway-ca:/etc/ibkr-bridge/gateway-ca:ro" in graph["bridge"]["volumes"]
+
+
 @pytest.mark.usefixtures("clean_bridge_env")
-def test_the_compose_bridge_config_reaches_the_services_of_the_stack(compose: dict[str, Any]) -> None:
+def test_the_compose_bridge_config_reaches_the_services_of_the_stack(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = yaml.safe_load((DEPLOY / "config/bridge.yaml").read_text())
+    assert config["gateway"]["ca_file"] == "/etc/ibkr-bridge/gateway-ca/cert.pem" and "insecure_tls" not in config["gateway"]
+    (tmp_path / "cert.pem").write_text("certificate")
+    monkeypatch.setenv("BRIDGE_GATEWAY__CA_FILE", str(tmp_path / "cert.pem"))
     settings = load_settings(DEPLOY / "config/bridge.yaml")
     graph = services(compose)
     assert settings.gateway.ws_url == "wss://gateway:5000/v1/api/ws"
-    assert settings.gateway.insecure_tls is True  # the compose-internal gateway's self-signed certificate
     assert settings.sink.kind == "kafka"
     advertised = graph["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(",")
     assert f"PLAINTEXT://{settings.sink.kafka_bootstrap}" in advertised

@@ -15,6 +15,10 @@ from bridge.gateway.inbox import Inbox
 class FakeUnderlying:
     paused: int = 0
     resumed: int = 0
+    unsent_bytes: int = 0
+
+    def get_write_buffer_size(self) -> int:
+        return self.unsent_bytes
 
     def pause_reading(self) -> None:
         self.paused += 1
@@ -28,6 +32,10 @@ class FakeTransport:
     underlying_transport: FakeUnderlying = field(default_factory=FakeUnderlying)
     closes: list[tuple[WSCloseCode, bytes | None]] = field(default_factory=list)
     disconnects: int = 0
+    pongs: list[bytes] = field(default_factory=list)
+
+    def send_pong(self, message: bytes = b"") -> None:
+        self.pongs.append(message)
 
     def send_close(self, code: WSCloseCode, message: bytes | None = None) -> None:
         self.closes.append((code, message))
@@ -107,3 +115,20 @@ async def test_take_waits_for_a_message_and_returns_empty_once_disconnected_and_
     box.on_ws_disconnected(t)  # type: ignore[arg-type]
     assert await box.take() == [b"last"]  # what arrived before the drop is still handed over
     assert await box.take() == []
+
+
+def test_pings_are_answered_while_the_peer_reads_our_socket() -> None:
+    box, t = inbox()
+    feed(box, t, frame(WSMsgType.PING, b"a"), frame(WSMsgType.PING, b"b"))
+    assert t.pongs == [b"a", b"b"] and box.unanswered_pings == 0
+
+
+async def test_pings_go_unanswered_past_the_write_buffer_bound_and_a_peer_that_never_reads_is_dropped() -> None:
+    box, t = Inbox(1000, 100, max_unsent_bytes=1024, write_stall_s=0.05), FakeTransport()
+    box.on_ws_connected(t)  # type: ignore[arg-type]
+    t.underlying_transport.unsent_bytes = 4096  # the peer stopped reading our pongs
+    feed(box, t, *[frame(WSMsgType.PING, b"p") for _ in range(1000)])
+    assert t.pongs == [] and box.unanswered_pings == 1000 and t.disconnects == 0
+    await asyncio.sleep(0.1)
+    feed(box, t, frame(WSMsgType.PING, b"p"))
+    assert box.write_stalled and t.disconnects == 1

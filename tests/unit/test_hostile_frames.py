@@ -103,3 +103,17 @@ def test_a_large_frame_of_invalid_utf8_is_dead_lettered_as_base64_of_its_head() 
     (letter,) = Normalizer().normalize(frame, NOW_NS)
     assert isinstance(letter, DeadLetter) and letter.reason == "invalid_utf8"
     assert letter.raw_encoding == "base64" and letter.raw_truncated and letter.raw_bytes == len(frame)
+
+
+def test_quote_state_is_kept_only_for_subscribed_targets_when_restricted() -> None:
+    normalizer = Normalizer()
+    normalizer.restrict_to_subscribed()
+    normalizer.expect_snapshot("265598")
+    (quote,) = normalizer.normalize(b'{"topic":"smd+265598","conid":265598,"31":"1.00"}', NOW_NS)
+    assert isinstance(quote, Quote)
+    letters = [normalizer.normalize(b'{"topic":"smd+%d","31":"1.00"}' % n, NOW_NS)[0] for n in range(1, 20_001)]
+    assert all(isinstance(e, DeadLetter) and e.reason == "unsubscribed_target" for e in letters)
+    assert normalizer.quote_states == 1
+    normalizer.forget_target("265598")
+    (after,) = normalizer.normalize(b'{"topic":"smd+265598","conid":265598,"31":"1.01"}', NOW_NS)
+    assert isinstance(after, DeadLetter) and normalizer.quote_states == 0

@@ -23,7 +23,7 @@ PURE = ["events", "dead_letters", "quote_fast", "codec", "routing", "pipeline", 
         "schemagen", "replay", "specs", "oauth1a", "gateway/tls", "sinks/base",
         "ingest/__init__", "ingest/wire", "ingest/fields", "ingest/bounds", "ingest/session", "ingest/session_types",
         "ingest/subscriptions", "ingest/liveness", "ingest/timers", "ingest/reconcile",
-        "ingest/normalize/__init__", "ingest/normalize/normalizer", "ingest/normalize/trading",
+        "ingest/normalize/__init__", "ingest/normalize/normalizer", "ingest/normalize/quote_state", "ingest/normalize/trading",
         "ingest/normalize/account", "ingest/normalize/history", "ingest/normalize/control"]  # fmt: skip
 PURE_PACKAGES = ["ingest"]
 FORBIDDEN = {"asyncio", "aiohttp", "aiokafka", "redis", "websockets", "picows", "prometheus_client", "socket",

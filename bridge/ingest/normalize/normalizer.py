@@ -12,7 +12,6 @@ multi-element frame does not spoil the others.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from typing import Any
 
@@ -24,9 +23,7 @@ from bridge.events import (
     ControlKind,
     DeadLetter,
     Event,
-    MarketDataAvailability,
     Quote,
-    Scalar,
 )
 from bridge.ingest import bounds, wire
 from bridge.ingest.fields import (
@@ -36,34 +33,25 @@ from bridge.ingest.fields import (
     Unparsed,
     quote_field_table,
     to_int,
-    to_text,
     unprefixed,
 )
 from bridge.ingest.normalize import control
 from bridge.ingest.normalize.account import AccountState
 from bridge.ingest.normalize.control import as_object as _object
 from bridge.ingest.normalize.history import book_ladder, historical_bars
+from bridge.ingest.normalize.quote_state import (
+    NotSubscribed,
+    QuoteState,
+    check_subscribed,
+    conid_from_target,
+    keep_extra,
+    last_flags,
+    merge_identity,
+)
 from bridge.ingest.normalize.trading import ExecutionLedger, OrderBook
 from bridge.quote_fast import new_quote
 
 _QUOTE_IDENTITY = frozenset({"topic", "conid", "conidEx", "_updated", "server_id", "6119", "6509"})
-
-
-@dataclass(slots=True)
-class _QuoteState:
-    values: dict[str, Scalar] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-    extra_bytes: int = 0  # JSON bytes of ``extra``, at least (see bounds.MAX_EXTRA_BYTES)
-    conid_ex: str | None = None
-    server_id: str | None = None
-    updated_ms: int | None = None
-    revision: int = 0
-    last_is_prior_close: bool = False
-    halted: bool = False
-    availability: MarketDataAvailability | None = None
-    snapshot_pending: bool = True
-    combo: str | None = None  # the combo target (``conid;;;leg/ratio,...``) this state belongs to
-    by_conid_ex: bool = False  # a topic shared by combos: each frame's conidEx names its combo
 
 
 class Normalizer:
@@ -71,7 +59,7 @@ class Normalizer:
 
     def __init__(self, bars_time_zone: tzinfo = UTC) -> None:
         self._bars_zone = bars_time_zone  # what smh startTime is read in (bridge.ingest.normalize.history)
-        self._quotes: dict[str, _QuoteState] = {}
+        self._quotes: dict[str, QuoteState] = {}
         self._orders = OrderBook()
         self._executions = ExecutionLedger()
         self._accounts = AccountState()
@@ -79,6 +67,7 @@ class Normalizer:
         self._topics: dict[str, wire.Topic | None] = {}
         self._availability = AvailabilityCodes()
         self.dropped_extra_values = 0  # unknown quote values dropped past bounds.MAX_EXTRA_BYTES
+        self._subscribed: set[str] | None = None  # quote targets state is kept for; None: every target
         # smd frames normalized the fast way, tallied for a metering caller (see _tally_frame)
         self.md_frames = 0
         self.md_bytes = 0
@@ -104,6 +93,26 @@ class Normalizer:
         state = self._quotes.get(str(target))
         if state is not None:
             state.snapshot_pending = True
+        if self._subscribed is not None:
+            self._subscribed.add(str(target))
+
+    @property
+    def quote_states(self) -> int:
+        """How many quote streams have merged state."""
+        return len(self._quotes)
+
+    def restrict_to_subscribed(self) -> None:
+        """Keep quote state only for targets an ``smd`` was sent for (``expect_snapshot``): a
+        frame for any other target is a dead letter (``unsubscribed_target``) and leaves no state,
+        so a gateway echoing a million topics nobody asked for costs nothing to keep."""
+        if self._subscribed is None:
+            self._subscribed = set(self._quotes)
+
+    def forget_target(self, target: str) -> None:
+        """The subscription for ``target`` was dropped: its state goes, its frames become dead letters."""
+        if self._subscribed is not None:
+            self._subscribed.discard(target)
+        self._quotes.pop(target, None)
 
     def forget_quote(self, conid: int) -> None:
         """Drop the merged state of every stream of ``conid``: its next frame starts afresh."""
@@ -148,21 +157,12 @@ class Normalizer:
             else:
                 events = self._data(topic, obj, data, received_ns)
                 events = events or [Control(ControlKind.UNCHANGED, topic_name)]
+        except NotSubscribed as exc:
+            events = [self._dead(data, received_ns, "unsubscribed_target", str(exc), obj.get("topic"))]
         except Exception as exc:  # noqa: BLE001 - the normalizer never raises: anything unforeseen is a dead letter
             events = [self._dead(data, received_ns, "uninterpretable", error_text(exc), obj.get("topic"))]
-        events = self._representable(events, data, received_ns)
+        events = _representable(events, data, received_ns)
         self._tally_frame(events, data, received_ns)
-        return events
-
-    def _representable(self, events: list[Event], data: bytes | str, received_ns: int) -> list[Event]:
-        """Every event emitted can be encoded: one that cannot (a value nested past orjson's
-        writing limit, an integer past 64 bits) is replaced by a dead letter of its frame. Quotes
-        are bounded as they merge (``_merge_quote``); the other kinds are low-volume and checked."""
-        for index, event in enumerate(events):
-            if type(event) is not Control and not bounds.encodable(event):
-                error = f"{type(event).__name__} holds a value that cannot be encoded"
-                topic = event.topic if type(event) is DeadLetter else None
-                events[index] = self._dead(data, received_ns, "unrepresentable", error, topic)
         return events
 
     def _topic(self, name: str) -> wire.Topic | None:
@@ -186,9 +186,11 @@ class Normalizer:
             return [self._dead(data, received_ns, decoded.outcome.value, decoded.error)]
         try:
             events = self._classified(obj, data, received_ns)
+        except NotSubscribed as exc:
+            events = [self._dead(data, received_ns, "unsubscribed_target", str(exc), obj.get("topic"))]
         except Exception as exc:  # noqa: BLE001 - see normalize()
             events = [self._dead(data, received_ns, "uninterpretable", error_text(exc), obj.get("topic"))]
-        return self._representable(events, data, received_ns)
+        return _representable(events, data, received_ns)
 
     def _classified(self, obj: dict[str, Any], data: bytes | str, received_ns: int) -> list[Event]:
         kind, topic = wire.classify(obj)
@@ -278,9 +280,10 @@ class Normalizer:
         if type(conid) is not int:
             conid = to_int(conid)
             if conid is None:
-                conid = _conid_from_target(target)
+                conid = conid_from_target(target)
         state = self._quotes.get(target)
         if state is None:
+            check_subscribed(self._subscribed, target, obj.get("conidEx"))
             state = self._new_quote_state(target, obj)
         if state.by_conid_ex:
             state = self._combo_state(state, obj)
@@ -308,28 +311,29 @@ class Normalizer:
             dict(state.extra) if state.extra else {},
         )
 
-    def _new_quote_state(self, target: str, obj: dict[str, Any]) -> _QuoteState:
+    def _new_quote_state(self, target: str, obj: dict[str, Any]) -> QuoteState:
         """A combo's state is its full target, which is also its ``conid_ex``, key and id. How the
         gateway echoes a combo is unconfirmed (reference §2.1): the target in the topic is used when
         it names the legs; when only ``conidEx`` does, each frame's ``conidEx`` picks the combo."""
         if wire.is_combo(target):
-            state = self._quotes[target] = _QuoteState(conid_ex=target, combo=target)
+            state = self._quotes[target] = QuoteState(conid_ex=target, combo=target)
             return state
         conid_ex = obj.get("conidEx")
         shared = type(conid_ex) is str and wire.is_combo(conid_ex)
-        state = self._quotes[target] = _QuoteState(by_conid_ex=shared)
+        state = self._quotes[target] = QuoteState(by_conid_ex=shared)
         return state
 
-    def _combo_state(self, shared: _QuoteState, obj: dict[str, Any]) -> _QuoteState:
+    def _combo_state(self, shared: QuoteState, obj: dict[str, Any]) -> QuoteState:
         conid_ex = obj.get("conidEx")
         if type(conid_ex) is not str or not wire.is_combo(conid_ex):
             return shared  # no legs named: merged into the topic's own state
         state = self._quotes.get(conid_ex)
         if state is None:
-            state = self._quotes[conid_ex] = _QuoteState(conid_ex=conid_ex, combo=conid_ex)
+            check_subscribed(self._subscribed, conid_ex, conid_ex)
+            state = self._quotes[conid_ex] = QuoteState(conid_ex=conid_ex, combo=conid_ex)
         return state
 
-    def _merge_quote(self, state: _QuoteState, obj: dict[str, Any]) -> list[str]:
+    def _merge_quote(self, state: QuoteState, obj: dict[str, Any]) -> list[str]:
         changed: list[str] = []
         values, extra = state.values, state.extra
         spec_of, missing, current = self._quote_keys.get, _MISSING, values.get
@@ -339,12 +343,12 @@ class Normalizer:
                 continue
             if spec is missing:
                 if extra.get(key, missing) != raw:
-                    self._keep_extra(state, key, raw, changed)
+                    self.dropped_extra_values += keep_extra(state, key, raw, changed)
                 continue
             name, parsed, prefixed = spec
             if prefixed is _LAST_PRICE:
                 prefix = raw[0] if type(raw) is str and raw and raw[0] in "CH" else ""
-                _last_flags(state, prefix, changed)
+                last_flags(state, prefix, changed)
             try:
                 value = parsed[raw]
             except (Unparsed, TypeError):  # TypeError: a list or an object, which no kind accepts
@@ -352,31 +356,12 @@ class Normalizer:
                 if prefixed:
                     raw = unprefixed(raw)
                 if extra.get(key, missing) != raw:
-                    self._keep_extra(state, key, raw, changed)
+                    self.dropped_extra_values += keep_extra(state, key, raw, changed)
             if current(name, missing) != value:
                 values[name] = value
                 changed.append(name)
-        _merge_identity(state, obj, changed, self._availability)
+        merge_identity(state, obj, changed, self._availability)
         return changed
-
-    def _keep_extra(self, state: _QuoteState, key: str, raw: Any, changed: list[str]) -> None:
-        """Keep an unknown (or unparsable) value in the quote's ``extra``, bounded: a value nested
-        too deep or too large is kept as a truncation flag (``bounds.bounded_extra``); past
-        ``bounds.MAX_EXTRA_BYTES`` per quote, a new value is dropped and counted."""
-        value, size = bounds.bounded_extra(raw)
-        extra = state.extra
-        if state.extra_bytes + size > bounds.MAX_EXTRA_BYTES:
-            extra.pop(key, None)
-            state.extra_bytes = len(orjson.dumps(extra))  # exact again (replaced values counted twice)
-            if state.extra_bytes + size > bounds.MAX_EXTRA_BYTES:
-                self.dropped_extra_values += 1
-                changed.append(key)
-                return
-        extra[key] = value
-        state.extra_bytes += size
-        changed.append(key)
-
-    # ------------------------------------------------------------------------ session frames
 
     def _tic(self, obj: dict[str, Any]) -> list[Event]:
         previous, self._last_tic = self._last_tic, obj.get("lastAccessed")
@@ -400,48 +385,22 @@ _TOO_DEEP = f"nested deeper than {bounds.MAX_DEPTH} levels"
 _MAX_TOPICS = 100_000  # parsed topics kept per normalizer; data topics are one per stream
 
 
-def _last_flags(state: _QuoteState, prefix: str, changed: list[str]) -> None:
-    """The last price's C (prior close) or H (halted) prefix, as the quote's two flags."""
-    prior_close, halted = prefix == "C", prefix == "H"
-    if prior_close != state.last_is_prior_close:
-        state.last_is_prior_close = prior_close
-        changed.append("last_is_prior_close")
-    if halted != state.halted:
-        state.halted = halted
-        changed.append("halted")
-
-
-def _merge_identity(
-    state: _QuoteState, obj: dict[str, Any], changed: list[str], decode: AvailabilityCodes
-) -> None:
-    """The identity keys of a quote frame: conidEx, the server id and the availability (6509)."""
-    conid_ex = obj.get("conidEx")
-    if conid_ex is not None and conid_ex != state.conid_ex:
-        text = to_text(conid_ex)
-        # A combo keeps its full target when the echoed conidEx does not name the legs.
-        state.conid_ex = text if state.combo is None or (text and wire.is_combo(text)) else state.combo
-    server_id = obj.get("server_id", obj.get("6119"))
-    if server_id is not None and server_id != state.server_id:
-        state.server_id = to_text(server_id) or state.server_id
-    if "6509" in obj:
-        availability = decode(obj["6509"])
-        if availability != state.availability:
-            state.availability = availability
-            changed.append("availability")
-
-
 def _topic_name(obj: Mapping[str, Any]) -> str | None:
     topic = obj.get("topic")
     return topic if isinstance(topic, str) else None
 
 
-def _conid_from_target(target: str) -> int:
-    head = target.split("@", 1)[0].split(";", 1)[0]
-    if not head.isdigit():
-        return 0
-    conid = int(head)
-    if not bounds.in_int_range(conid):
-        raise Unparsed(f"conid {head[:40]} in topic target exceeds 64 bits")
-    return conid
 
 
+
+
+def _representable(events: list[Event], data: bytes | str, received_ns: int) -> list[Event]:
+    """Every event emitted can be encoded: one that cannot (a value nested past orjson's writing
+    limit, an integer past 64 bits) is replaced by a dead letter of its frame. Quotes are bounded
+    as they merge (``keep_extra``); the other kinds are low-volume and checked."""
+    for index, event in enumerate(events):
+        if type(event) is not Control and not bounds.encodable(event):
+            error = f"{type(event).__name__} holds a value that cannot be encoded"
+            topic = event.topic if type(event) is DeadLetter else None
+            events[index] = dead_letter(data, received_ns, "unrepresentable", error, topic)
+    return events

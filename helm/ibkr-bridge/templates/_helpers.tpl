@@ -75,9 +75,23 @@ secretsDir, where workload.yaml mounts them; the Kafka SASL username comes from 
 {{- define "ibkr-bridge.config" -}}
 {{- $v := .Values -}}
 {{- $secrets := include "ibkr-bridge.secretsDir" . -}}
+{{- if and $v.gateway.insecureTls (not $v.ibeam.enabled) -}}
+{{- fail (printf "gateway.insecureTls turns TLS verification off, which the bridge allows only for the IBeam sidecar on loopback (ibeam.enabled), not %s: set gateway.ca.existingSecret or gateway.ca.existingConfigMap to the gateway's CA instead" $v.gateway.url) -}}
+{{- end -}}
+{{- if and $v.gateway.ca.existingSecret $v.gateway.ca.existingConfigMap -}}
+{{- fail "gateway.ca: set existingSecret or existingConfigMap, not both" -}}
+{{- end -}}
+{{- $hasCa := or $v.gateway.ca.existingSecret $v.gateway.ca.existingConfigMap -}}
+{{- if and $v.gateway.insecureTls $hasCa -}}
+{{- fail "gateway.insecureTls and gateway.ca: verify against the CA, or turn verification off" -}}
+{{- end -}}
+{{- /* The IBeam sidecar answers on loopback with its self-signed certificate: accepted unless a CA is given. */ -}}
 {{- $gateway := dict
       "url" (ternary "https://localhost:5000" $v.gateway.url $v.ibeam.enabled)
-      "insecure_tls" $v.gateway.insecureTls -}}
+      "insecure_tls" (or $v.gateway.insecureTls (and $v.ibeam.enabled (not $hasCa))) -}}
+{{- if $hasCa -}}
+{{- $_ := set $gateway "ca_file" (printf "%s/%s" (include "ibkr-bridge.gatewayCaDir" .) $v.gateway.ca.key) -}}
+{{- end -}}
 {{- if $v.gateway.oauth.enabled -}}
 {{- $gateway = dict
       "mode" "oauth"
@@ -185,3 +199,6 @@ ips:
 {{- toYaml .Values.ibeam.allowList | nindent 4 }}
   deny: []
 {{- end -}}
+
+{{/* Where the gateway's CA (gateway.ca) is mounted. */}}
+{{- define "ibkr-bridge.gatewayCaDir" -}}/var/run/ibkr-bridge/gateway-ca{{- end -}}
