@@ -12,7 +12,8 @@ partition has at most one batch in the accumulator at a time, so per-partition
 partition has acknowledged.
 
 aiokafka's exceptions stop here: records refused for good (too large, unknown
-topic, authorization) raise :class:`SinkRejected` with the record's index;
+topic, authorization) raise :class:`SinkRejected` with the record's index, once the
+records before it are written (the publisher takes them as acknowledged);
 anything the broker may get over (connection, timeouts, leadership changes)
 raises :class:`SinkUnavailable`.
 
@@ -279,7 +280,12 @@ class KafkaSink:
     # ----------------------------------------------------------------------- publish steps
 
     async def _publish(self, producer: Any, batch: Sequence[Record]) -> None:
-        entries = self._entries(batch)
+        try:
+            entries = self._entries(batch)
+        except SinkRejected as refused:  # nothing sent yet: the records before it are delivered first,
+            if refused.index:  # because a rejection promises them acknowledged (the publisher drops them)
+                await self._publish(producer, batch[: refused.index])
+            raise
         counts = {
             topic: await self._partition_count(producer, topic, entries)
             for topic in {entry[1] for entry in entries}

@@ -21,8 +21,9 @@ server (an empty script cache) never refuses the ``EVALSHA``. A record without d
 tombstone, see ``bridge.state``) deletes its key's field with ``HDEL``.
 
 Errors are translated here: a reply that refuses an entry for good (wrong type, ACL) raises
-:class:`SinkRejected` with its index; a lost connection, a timeout or a server that cannot
-write now raises :class:`SinkUnavailable`.
+:class:`SinkRejected` with its index, once the entries before it are written (the publisher
+takes them as acknowledged); a lost connection, a timeout or a server that cannot write now
+raises :class:`SinkUnavailable`.
 """
 
 from __future__ import annotations
@@ -280,7 +281,12 @@ class RedisSink:
         connection = self._connection
         if connection is None:
             raise SinkUnavailable("redis sink is not started")
-        self._check_sizes(batch)
+        try:
+            self._check_sizes(batch)
+        except SinkRejected as refused:  # nothing sent yet: the records before it are delivered first,
+            if refused.index:  # because a rejection promises them acknowledged (the publisher drops them)
+                await self.publish(batch[: refused.index])
+            raise
         payload, leading = self._encoder.encode(batch, time.time_ns() // 1_000_000)
         try:
             async with asyncio.timeout(self._timeout_s):

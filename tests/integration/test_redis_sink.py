@@ -106,19 +106,22 @@ async def test_an_entry_the_server_refuses_raises_sink_rejected_with_its_index_a
     assert [e[b"id"].decode() for e in entries] == [order_record(stream, 1, n).id for n in (0, 1, 3)]
 
 
-async def test_an_oversized_record_is_rejected_with_its_index_before_anything_is_written(
+async def test_an_oversized_record_is_rejected_with_its_index_once_the_records_before_it_are_written(
     redis_server: str, sink_factory: Callable[[RedisSinkOptions], RedisSink]
 ) -> None:
     stream = new_stream("marketdata")
     sink = sink_factory(RedisSinkOptions(url=redis_server, max_record_bytes=10_000))
     await sink.start()
-    batch = [quote_record(stream, 1, 0), quote_record(stream, 1, 1, data_bytes=20_000)]
+    batch = [quote_record(stream, 1, 0), quote_record(stream, 1, 1, data_bytes=20_000), quote_record(stream, 1, 2)]
 
     with pytest.raises(SinkRejected) as caught:
         await sink.publish(batch)
 
     assert caught.value.index == 1
-    assert await redis_command(redis_server, "XLEN", stream) == 0
+    # the publisher takes the records before the refused one as acknowledged: they must be in the stream
+    entries = await read_stream(redis_server, stream, 1)
+    assert [e[b"id"].decode() for e in entries] == [batch[0].id]
+    assert await redis_command(redis_server, "XLEN", stream) == 1
 
 
 async def test_starting_against_a_port_with_no_server_raises_retryable_sink_unavailable(
