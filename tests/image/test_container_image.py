@@ -21,7 +21,7 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,8 +155,13 @@ def spool_volume(tmp_path: Path) -> Path:
 
 
 def test_image_serves_the_simulator_as_its_non_root_user_writing_only_the_spool(
-    image: BuiltImage, container: str, sim_process: SimProcess, spool_volume: Path
+    image: BuiltImage, container: str, sim_process_factory: Callable[..., SimProcess], spool_volume: Path,
+    tmp_path: Path,
 ) -> None:
+    ca_dir = tmp_path / "gateway-ca"  # mounted where the image's config names gateway.ca_file, as in compose
+    sim_process = sim_process_factory("--tls-dir", str(ca_dir))
+    ca_dir.chmod(0o755)
+    (ca_dir / "cert.pem").chmod(0o644)
     port = free_port()
     env = {  # the image's own config file, pointed at the loopback simulator
         "BRIDGE_GATEWAY__URL": sim_process.origin,
@@ -168,8 +173,10 @@ def test_image_serves_the_simulator_as_its_non_root_user_writing_only_the_spool(
     entrypoint = [*image.config["Entrypoint"], *image.config["Cmd"]]
     flags = [f"--env={key}={value}" for key, value in env.items()]
     argv = ["buildah", "run", "--isolation", "chroot", *flags, "--volume", f"{spool_volume}:{SPOOL}",
-            container, "--", *entrypoint]  # fmt: skip
-    bridge = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            "--volume", f"{ca_dir}:/etc/ibkr-bridge/gateway-ca:ro", container, "--", *entrypoint]  # fmt: skip
+    log_path = tmp_path / "bridge.log"
+    with log_path.open("wb") as log_file:
+        bridge = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log_file)
     try:
         wait_for_port(port, bridge, timeout_s=60)
         assert wait_ready(f"http://127.0.0.1:{port}/readyz") == 200
@@ -187,8 +194,7 @@ def test_image_serves_the_simulator_as_its_non_root_user_writing_only_the_spool(
         bridge.wait(60)
     finally:
         stop_process(bridge)
-    log = bridge.stderr.read().decode(errors="replace") if bridge.stderr else ""
-    assert bridge.returncode == 0, log[-3000:]
+    assert bridge.returncode == 0, log_path.read_text(errors="replace")[-3000:]
 
     # The spool lives on the volume, written by the image's user ...
     spool = spool_volume / "spool"
