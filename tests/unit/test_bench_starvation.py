@@ -30,14 +30,16 @@ def test_two_busy_processes_on_one_cpu_each_wait_for_it() -> None:
 
 
 def test_an_idle_process_waits_for_no_cpu() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.0)"])
+    proc = subprocess.Popen([sys.executable, "-c", "import sys, time; print(flush=True); time.sleep(1.0)"],
+                            stdout=subprocess.PIPE)  # fmt: skip
     try:
-        time.sleep(0.5)
+        assert proc.stdout is not None
+        proc.stdout.readline()  # started (however long that took on a busy machine), now asleep
         before = runqueue_wait_s(proc.pid)
         time.sleep(0.3)
         assert runqueue_wait_s(proc.pid) - before < 0.05  # asleep: never runnable, never waiting
     finally:
-        proc.wait(10)
+        proc.communicate(timeout=10)
 
 
 @pytest.mark.parametrize(("wait", "marked"), [(STARVED_WAIT_PERCENT + 1, True), (1.0, False)])
