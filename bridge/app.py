@@ -3,8 +3,8 @@
 The only module that names concrete sinks. Data flow:
 
     GatewayConnection (socket) -> GatewaySession (normalizer, session rules) -> Bridge.on_events
-    -> Pipeline (route + encode) -> DeliveryBuffer (conflate market data / spill critical to the
-    spool) -> Publisher -> Sink
+    -> Pipeline (route + encode) -> DeliveryBuffer (conflate market data / write critical through
+    to the spool) -> Publisher -> Sink
 
 Metrics hang off the side: :mod:`bridge.metering` counts what the normalizer and the session
 report, :mod:`bridge.admin_backend` serves what the admin endpoints read.

@@ -316,7 +316,7 @@ _PORTS = {"kafka": 9092, "redis": 6379, "rediss": 6380}
 
 class DeliverySettings(_Section):
     max_market_data_events: int = Field(50_000, ge=1)
-    max_critical_events: int = Field(100_000, ge=1)
+    max_critical_events: int = Field(100_000, ge=1)  # held in memory; each is in the spool first (README)
     max_batch_events: int = Field(2_000, ge=1)
     linger_ms: float = Field(5.0, ge=0, le=1_000)  # publish cadence while frames trickle (README)
     drain_timeout_s: float = Field(10.0, ge=0)

@@ -165,7 +165,7 @@ class Publisher:
         full batches wait and the sink is acknowledging, so a reader that is faster than the
         publisher (both share one event loop) does not fill the buffer with frames that will only
         be conflated. Waits at most ``max_wait_s``; never while the sink is down (then the buffer
-        conflates and spills as designed)."""
+        conflates as designed)."""
         if self._lingering is not None:
             self._end_linger()
         waiting = self.buffer.memory_events

@@ -17,7 +17,9 @@ append; :meth:`Spool.append` itself never refuses, so a shutdown can always pers
 what it holds.
 
 File I/O is small and sequential, so it is synchronous; one owner (the delivery
-buffer) calls it from the event loop.
+buffer) calls it from the event loop. That owner appends every critical record as it
+is put (write-through: one append per put, flushed to the OS, fsynced per ``fsync``)
+and commits the position after each acknowledged batch.
 """
 
 from __future__ import annotations
@@ -309,14 +311,17 @@ class Spool:
     # ------------------------------------------------------------------ acknowledging
 
     def commit(self, pos: SpoolPosition) -> None:
-        """Everything before ``pos`` was acknowledged: persist that and delete spent segments."""
+        """Everything before ``pos`` was acknowledged: persist that and delete spent segments.
+
+        If the commit file cannot be written (``OSError``, e.g. a full disk) nothing changes, so
+        the same or a later position can be committed again."""
         if pos <= self._committed:
             return
         if pos >= self.end and pos.segment == self._write_segment:
             self._reset_after(pos)
             return
+        self._write_commit(pos)
         self._committed = pos
-        self._write_commit()
         for segment in [s for s in self._sizes if s < pos.segment]:
             if self._reader is not None and self._reader[0] == segment:
                 self._close_reader()
@@ -325,22 +330,22 @@ class Spool:
 
     def _reset_after(self, pos: SpoolPosition) -> None:
         """Everything was acknowledged: start an empty segment and drop the rest."""
+        next_segment = pos.segment + 1
+        self._write_commit(SpoolPosition(next_segment, 0))  # first: if it fails, nothing changed
         self._close_writer(sync=False)
         self._close_reader()
-        next_segment = pos.segment + 1
         self._committed = SpoolPosition(next_segment, 0)
-        self._write_commit()
         for segment in list(self._sizes):
             (self.directory / _segment_name(segment)).unlink(missing_ok=True)
         self._sizes.clear()
         self._write_segment = next_segment
         self._read_pos = SpoolPosition(next_segment, 0)
 
-    def _write_commit(self) -> None:
+    def _write_commit(self, pos: SpoolPosition) -> None:
         path = self.directory / COMMIT_FILE
         tmp = path.with_suffix(".tmp")
         with tmp.open("w") as handle:
-            handle.write(f"{self._committed.segment} {self._committed.offset}\n")
+            handle.write(f"{pos.segment} {pos.offset}\n")
             if self._fsync == "always":
                 handle.flush()
                 os.fsync(handle.fileno())

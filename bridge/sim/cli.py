@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -50,6 +51,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add("--fill-parts", type=int, default=3, help="executions per filled order")
     add("--order-flow", type=float, default=None, metavar="S",
         help="place a market order by itself every S seconds, so orders and executions flow")
+    add("--account-interval-s", type=_positive_s, default=None, metavar="S",
+        help="send PnL (spl), account summary (ssd) and ledger (sld) every S seconds "
+             "(default: PnL 1, summary and ledger 10)")
     add("--rest-rate-limit", type=int, default=None, help="REST requests/s before HTTP 429 (gateway: 10)")
     add("--account", default="DU1234567", help="the simulated account id")
     add("--seed", type=int, default=None, help="random seed for quotes and ids")
@@ -59,7 +63,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
-    return SimConfig(
+    config = SimConfig(
         host=args.host, port=args.port, tls=not args.no_tls, tls_dir=args.tls_dir,
         tls_names=tuple(args.tls_name), conids=tuple(args.conids), account=args.account,
         require_session=args.require_session, require_accounts=args.require_accounts,
@@ -71,6 +75,22 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         fill_parts=args.fill_parts, order_flow_s=args.order_flow, rest_rate_limit=args.rest_rate_limit,
         seed=args.seed, scenario=args.scenario, oauth_dir=args.oauth, lst_ttl_s=args.lst_ttl_s,
     )
+    every = args.account_interval_s
+    if every is None:
+        return config
+    return dataclasses.replace(config, pnl_interval_s=every, ledger_interval_s=every,
+                               summary_interval_s=every)
+
+
+def _positive_s(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"takes a positive number of seconds, got {text!r}")
+    return value
+
 
 
 async def _serve(config: SimConfig) -> None:
