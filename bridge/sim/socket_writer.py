@@ -58,7 +58,9 @@ class SocketWriter:
             if self._pump is not None:
                 await asyncio.shield(self._pump)
             else:
-                await asyncio.shield(self._writer.drain())
+                drain = asyncio.ensure_future(self._writer.drain())
+                drain.add_done_callback(_retrieved)  # its error, if no caller is left to take it
+                await asyncio.shield(drain)
 
     def flush(self) -> None:
         """Everything waiting to the transport at once (before a close frame)."""
@@ -83,3 +85,8 @@ class SocketWriter:
             self.drop()  # the socket went away: nothing waits for these bytes any more
         finally:
             self._pump = None
+
+
+def _retrieved(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
