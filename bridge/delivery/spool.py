@@ -110,8 +110,8 @@ class Spool:
         self._sizes: dict[int, int] = {}
         self._v1: set[int] = set()
         self._next_seq = 0
-        self._committed, trusted = self._load_commit()
-        self._reader = self._recover(trusted)
+        self._committed, commit_state = self._load_commit()
+        self._reader = self._recover(commit_state)
 
     # ------------------------------------------------------------------ state
 
@@ -148,25 +148,26 @@ class Spool:
 
     # ------------------------------------------------------------------ opening
 
-    def _load_commit(self) -> tuple[SpoolPosition, bool]:
-        """The acknowledged position, and whether it can be trusted (False: replay every segment)."""
+    def _load_commit(self) -> tuple[SpoolPosition, str]:
+        """The acknowledged position, and whether the file was ``found``, ``absent`` or ``unreadable``
+        (then every segment is replayed)."""
         path = self.directory / COMMIT_FILE
         try:
             fields = path.read_text().split()
             if len(fields) == 2:  # written by the previous format: no sequence number, no checksum
-                return SpoolPosition(int(fields[0]), int(fields[1])), True
+                return SpoolPosition(int(fields[0]), int(fields[1])), "found"
             segment, offset, seq, crc = fields
             if zlib.crc32(f"{segment} {offset} {seq}".encode()) != int(crc, 16):
                 raise ValueError("checksum mismatch")
-            return SpoolPosition(int(segment), int(offset), None if seq == "-" else int(seq)), True
+            return SpoolPosition(int(segment), int(offset), None if seq == "-" else int(seq)), "found"
         except FileNotFoundError:
-            return SpoolPosition(0, 0), True
+            return SpoolPosition(0, 0), "absent"
         except (ValueError, UnicodeDecodeError):
             self._report(SpoolDamage("commit_file", 0, 0, path.stat().st_size, 0))
             logger.error("spool commit file %s is unreadable; replaying every segment", path)
-            return SpoolPosition(0, 0), False
+            return SpoolPosition(0, 0), "unreadable"
 
-    def _recover(self, trusted: bool) -> SpoolReader:
+    def _recover(self, commit_state: str) -> SpoolReader:
         for path in self.directory.glob(f"*{SEGMENT_SUFFIX}"):
             if not path.stem.isdigit():
                 logger.warning("ignoring %s in the spool directory: not a segment this bridge wrote", path)
@@ -199,10 +200,13 @@ class Spool:
         self._next_seq = max(last_seq + 1 if last_seq is not None else 0, committed.seq or 0)
         first = min(self._sizes)
         offset = min(committed.offset, self._sizes[first]) if committed.segment == first else 0
+        seq = committed.seq
+        if commit_state == "absent" and first == 1:  # nothing was ever acknowledged: entries start at 0
+            seq = 0
         reader = SpoolReader(self.directory, self._sizes, self._v1, self._report,
-                             SpoolPosition(first, offset, committed.seq))  # fmt: skip
+                             SpoolPosition(first, offset, seq))  # fmt: skip
         expected_first = committed.segment if committed.segment or committed.offset else 1
-        if trusted and first > expected_first:
+        if commit_state != "unreadable" and first > expected_first:
             reader.missing_before(list(range(expected_first, first)))
         logger.info("spool %s opened: %d segments, %d bytes, replay from %s",
                     self.directory, self.segment_count, self.size_bytes, reader.pos)  # fmt: skip
