@@ -103,11 +103,6 @@ def frame(payload: bytes, seq: int) -> bytes:
     return b"".join((head, zlib.crc32(head).to_bytes(4, "big"), payload))
 
 
-def frame_v1(payload: bytes) -> bytes:
-    """An entry as the previous format wrote it (kept to test that old spools drain)."""
-    return FRAME_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
-
-
 @dataclass(frozen=True, slots=True)
 class Entry:
     offset: int

@@ -9,17 +9,26 @@ and a second restart must find nothing left to report.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
 
+import jsonschema
+import orjson
 import pytest
 
+from bridge.codec import EnvelopeContext, encode
 from bridge.delivery.spool import Spool
-from bridge.delivery.spool_format import encode_record, frame_v1
+from bridge.events import LifecycleKind
+from bridge.metrics import BridgeMetrics
+from bridge.routing import Router
+from bridge.schemagen import schema_files
+from bridge.spool_damage import SpoolDamageReporter
 from tests.fixtures.spool_damage import (
     VARIANTS,
     build,
+    frame_v1,
     inventory_record,
     number,
     path_of,
@@ -117,7 +126,7 @@ def test_one_read_across_a_zeroed_16_mib_segment_takes_milliseconds_not_seconds(
 
 def test_a_segment_in_the_previous_format_is_drained_after_an_upgrade(tmp_path: Path) -> None:
     old = path_of(tmp_path, 1)
-    old.write_bytes(b"".join(frame_v1(encode_record(inventory_record(n))) for n in range(50)))
+    old.write_bytes(b"".join(frame_v1(inventory_record(n)) for n in range(50)))
     (tmp_path / "committed").write_text("1 0\n")  # the previous format's commit file
     spool = Spool(tmp_path, max_bytes=1 << 30)
     spool.append([inventory_record(n) for n in range(50, 60)])  # goes to a new segment
@@ -133,11 +142,46 @@ def test_a_segment_in_the_previous_format_is_drained_after_an_upgrade(tmp_path: 
 
 def test_a_zeroed_region_in_a_previous_format_segment_is_one_report(tmp_path: Path) -> None:
     first, second = path_of(tmp_path, 1), path_of(tmp_path, 2)
-    first.write_bytes(b"".join(frame_v1(encode_record(inventory_record(n))) for n in range(40)))
-    second.write_bytes(b"".join(frame_v1(encode_record(inventory_record(n))) for n in range(40, 50)))
+    first.write_bytes(b"".join(frame_v1(inventory_record(n)) for n in range(40)))
+    second.write_bytes(b"".join(frame_v1(inventory_record(n)) for n in range(40, 50)))
     data = bytearray(first.read_bytes())
     data[2000:2000 + 8000] = bytes(8000)  # the previous format zeroed: one traceback per 8 bytes before
     first.write_bytes(bytes(data))
     outcome = restart(tmp_path, 16 << 20, set(), [])
     assert len(outcome.reports) == 1 and outcome.reports[0].kind == "corrupt"
     assert outcome.replayed[0] == 0 and outcome.replayed[-10:] == list(range(40, 50))
+
+
+async def test_each_region_is_a_metric_at_once_and_a_lifecycle_event_that_validates(tmp_path: Path) -> None:
+    placed = build(tmp_path, 600, 16 << 10, 0)
+    deleted = {p.n for p in placed if p.segment == 3}
+    path_of(tmp_path, 3).unlink()
+    metrics = BridgeMetrics()
+    reporter = SpoolDamageReporter(metrics)
+    spool = Spool(tmp_path, max_bytes=1 << 30, segment_bytes=16 << 10, on_damage=reporter)
+    while spool.has_unread():
+        spool.read(1_000)
+    exposition = metrics.render().decode()
+    assert 'ibkr_bridge_spool_damaged_regions_total{kind="missing_segment"} 1.0' in exposition
+    assert f"ibkr_bridge_spool_records_lost_total {float(len(deleted))}" in exposition
+
+    router, emitted = Router(), []
+    reporter.connect(emitted.extend)  # the waiting report first; later ones from the loop
+    (event,) = emitted
+    route = router.route(event)
+    assert route is not None and route.destination == "ibkr.bridge.v1"
+    record = encode(event, route, EnvelopeContext(), 0)
+    data = orjson.loads(record.data)
+    schema = orjson.loads(schema_files()["com.ibkr.bridge.lifecycle.v1.json"])
+    jsonschema.validate(data, schema)
+    assert data["kind"] == "spool_damaged" and data["reason"] == "missing_segment"
+    assert data["detail"] == {"segment": 3, "offset": 0, "bytes": 0, "records_lost": len(deleted),
+                              "missing_segments": 1, "duplicates": 0}  # fmt: skip
+
+    path_of(tmp_path, 5).write_bytes(b"\0" * 100)  # a later region, reported while the loop runs
+    spool.close()
+    reopened = Spool(tmp_path, max_bytes=1 << 30, segment_bytes=16 << 10, on_damage=reporter)
+    while reopened.has_unread():
+        reopened.read(1_000)
+    await asyncio.sleep(0)
+    assert len(emitted) >= 2 and all(e.kind is LifecycleKind.SPOOL_DAMAGED for e in emitted)
