@@ -38,6 +38,20 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def runqueue_wait_s(pid: int | str = "self") -> float:
+    """Seconds the threads of ``pid`` spent runnable but waiting for a CPU (the second field of
+    ``/proc/PID/task/TID/schedstat``), summed over its threads. A contender that waits here is
+    starved by other work on the machine: its CPU figure is then low and its latency high, and
+    neither is its own cost."""
+    total_ns = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total_ns += int((task / "schedstat").read_text().split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue  # a thread that ended meanwhile, or a kernel without schedstats
+    return total_ns / 1e9
+
+
 def percentile(ordered: list[float], pct: float) -> float | None:
     if not ordered:
         return None
@@ -74,7 +88,7 @@ class Meter:
         self.done = threading.Event()
         self._first_ack = threading.Event()
         self._lags_ms = array("d")
-        self._snapshots: list[tuple[int, float, float, int]] = []
+        self._snapshots: list[tuple[int, float, float, int, float]] = []
         self._thread = threading.Thread(target=self._window, name="meter", daemon=True)
         self._thread.start()
 
@@ -88,7 +102,9 @@ class Meter:
             self._first_ack.set()
 
     def _snapshot(self) -> None:
-        self._snapshots.append((self.acked_frames, time.process_time(), time.perf_counter(), self.acks))
+        self._snapshots.append(
+            (self.acked_frames, time.process_time(), time.perf_counter(), self.acks, runqueue_wait_s())
+        )
 
     def _window(self) -> None:
         self._first_ack.wait()
@@ -103,7 +119,7 @@ class Meter:
         self.done.set()
 
     def result(self, **extra: Any) -> dict[str, Any]:
-        (n0, cpu0, t0, a0), (n1, cpu1, t1, a1) = self._snapshots
+        (n0, cpu0, t0, a0, w0), (n1, cpu1, t1, a1, w1) = self._snapshots
         frames, wall, cpu = n1 - n0, t1 - t0, cpu1 - cpu0
         lags = sorted(self._lags_ms)
         return {
@@ -113,6 +129,7 @@ class Meter:
             "acks_per_s": (a1 - a0) / wall,
             "cpu_s": cpu,
             "cpu_percent": 100 * cpu / wall,
+            "runq_wait_percent": 100 * (w1 - w0) / wall,
             "cpu_s_per_100k": 1e5 * cpu / frames if frames else None,
             "frames_per_cpu_s": frames / cpu if cpu else None,
             "latency_samples": len(lags),

@@ -388,6 +388,7 @@ def shipped_alerts() -> list[str]:
     return [rule["alert"] for group in rules["groups"] for rule in group["rules"]]
 
 
+@pytest.mark.alerts_live
 def test_every_alert_is_quiet_when_healthy_fires_in_its_condition_and_clears(live: LiveRun) -> None:
     assert sorted(live.seen) == sorted(shipped_alerts())
     for seen in live.seen.values():
@@ -397,6 +398,7 @@ def test_every_alert_is_quiet_when_healthy_fires_in_its_condition_and_clears(liv
         assert seen.after == "no series", seen
 
 
+@pytest.mark.alerts_live
 def test_every_rule_evaluates_without_error_on_real_series(live: LiveRun) -> None:
     rules = live.prometheus.rules()
     assert len(rules) == 2 * len(shipped_alerts())  # the shipped file and its shortened rendering
@@ -415,6 +417,7 @@ def selectors(expr: str) -> list[str]:
     return found
 
 
+@pytest.mark.alerts_live
 def test_no_dashboard_panel_or_rule_selects_a_series_that_does_not_exist(live: LiveRun) -> None:
     expressions = {**dashboard_expressions(load_dashboard()),
                    **{f"alert {a}": e for a, e in live.expressions.items()}}  # fmt: skip
@@ -424,6 +427,7 @@ def test_no_dashboard_panel_or_rule_selects_a_series_that_does_not_exist(live: L
     assert {where: names for where, names in dead.items() if names} == {}
 
 
+@pytest.mark.alerts_live
 def test_the_rules_own_selectors_return_series_with_the_label_values_the_bridge_exports(live: LiveRun) -> None:
     assert live.prometheus.query('ibkr_bridge_subscriptions{topic="md", state="desired"}')
     assert live.prometheus.query('ibkr_bridge_frames_received_total{topic="smd"}')
@@ -452,6 +456,7 @@ def promtool_label_sets() -> set[tuple[str, frozenset[tuple[str, str]]]]:
     return found
 
 
+@pytest.mark.alerts_live
 def test_promtool_unit_tests_use_label_sets_a_live_bridge_exports(live: LiveRun) -> None:
     exported = exposition_label_sets(live.bridge.metrics())
     used = promtool_label_sets()
