@@ -19,6 +19,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -39,7 +40,6 @@ from bridge.gateway.connection import ConnectionSettings, GatewayConnection
 from bridge.gateway.oauth import OAuthConsumer, load_key_set
 from bridge.gateway.rest import GatewayRest, RestSettings
 from bridge.ingest.session import GatewaySession
-from bridge.ingest.session_types import SessionSettings
 from bridge.metering import EventMeter, MeteredNormalizer
 from bridge.metrics import BridgeMetrics
 from bridge.pipeline import Pipeline
@@ -176,11 +176,11 @@ class Bridge:
             observer=observer,
             on_acked=self._acked,
         )
-        session_config = settings.session.model_dump()
-        if settings.gateway.mode == "oauth" and "reauthenticate" not in settings.session.model_fields_set:
-            session_config["reauthenticate"] = True  # over OAuth only ssodh/init reopens the session
+        session_settings = settings.session
+        if session_settings.reauthenticate is None:  # unset: on over OAuth (only ssodh/init reopens it)
+            session_settings = replace(session_settings, reauthenticate=settings.gateway.mode == "oauth")
         self.session = GatewaySession(
-            SessionSettings(**session_config),
+            session_settings,
             desired_subscriptions(settings, settings.gateway.account),
             normalizer=self.normalizer,
             books_without_account=books_without_account(settings),

@@ -252,18 +252,30 @@ def decode_event(event_type: str, data: bytes | Mapping[str, Any]) -> Event:
 
 
 def _build(cls: type[Any], fields: Mapping[str, Any]) -> Any:
-    hints = _hints(cls)
+    hints = _HINTS[cls]
     return cls(**{name: _convert(hints[name], value) for name, value in fields.items()})
 
 
-_HINTS: dict[type[Any], dict[str, Any]] = {}
+def _hints_table(roots: tuple[type[Any], ...]) -> Mapping[type[Any], Mapping[str, Any]]:
+    """The type hints of every event class and of the dataclasses nested in them, resolved once at
+    import: a read-only table, no cache filled at run time."""
+    table: dict[type[Any], Mapping[str, Any]] = {}
+    todo = list(roots)
+    while todo:
+        cls = todo.pop()
+        if cls not in table:
+            table[cls] = hints = types.MappingProxyType(typing.get_type_hints(cls))
+            todo += [t for hint in hints.values() for t in _dataclasses_in(hint)]
+    return types.MappingProxyType(table)
 
 
-def _hints(cls: type[Any]) -> dict[str, Any]:
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = _HINTS[cls] = typing.get_type_hints(cls)
-    return hints
+def _dataclasses_in(hint: Any) -> list[type[Any]]:
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return [hint]
+    return [t for arg in typing.get_args(hint) for t in _dataclasses_in(arg)]
+
+
+_HINTS = _hints_table(tuple(EVENT_TYPE_BY_NAME.values()))
 
 
 def _convert(tp: Any, value: Any) -> Any:

@@ -45,11 +45,10 @@ from bridge.config_sources import (
 )
 from bridge.errors import ConfigError
 from bridge.ingest.fields import DEFAULT_MARKET_DATA_FIELDS
+from bridge.ingest.session_types import SMH_MAX_CONCURRENT, SessionSettings
 from bridge.ingest.subscriptions import CHANNEL_TOPICS
 from bridge.ingest.wire import market_data_target, split_market_data_targets
 from bridge.routing import DEFAULT_DESTINATIONS
-
-SMH_MAX_CONCURRENT = 5  # the gateway's limit on concurrent historical requests (reference §2.2)
 
 SINK_SCHEMES = ("kafka", "redis", "rediss", "stdout", "memory")
 
@@ -137,38 +136,6 @@ class GatewaySettings(_Section):
         parts = urlsplit(self.url)
         scheme = "wss" if parts.scheme == "https" else "ws"
         return f"{scheme}://{parts.netloc}/v1/api/ws"
-
-
-class SessionConfig(_Section):
-    """Maps onto ``bridge.ingest.session_types.SessionSettings``."""
-
-    tic_interval_s: float = Field(30.0, gt=0)
-    tickle_interval_s: float = Field(60.0, gt=0)
-    stale_after_s: float = Field(25.0, gt=0)
-    smd_refresh_s: float = Field(540.0, gt=0)
-    reconnect_floor_s: float = Field(0.5, ge=0)
-    reconnect_cap_s: float = Field(30.0, gt=0)
-    healthy_reset_s: float = Field(30.0, ge=0)
-    auth_poll_s: float = Field(5.0, gt=0)
-    reauthenticate: bool = False
-    ssodh_init: bool = True
-    # Subscription channel -> the longest silence expected of it. Beyond it the subscription is
-    # stale: re-subscribed, counted in ibkr_bridge_stale_subscriptions and a gap opened until its
-    # data comes again. Channels left out (orders and executions: event-driven) are never judged.
-    expected_cadence_s: dict[str, float] = Field(default_factory=lambda: {"md": 120.0, "ld": 30.0})
-
-    @field_validator("expected_cadence_s")
-    @classmethod
-    def _cadences(cls, value: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(value) - set(CHANNEL_TOPICS))
-        if unknown:
-            known = ", ".join(f"{channel} ({topic})" for channel, topic in CHANNEL_TOPICS.items())
-            raise ValueError(f"unknown channel(s) {', '.join(unknown)}; channels are {known}")
-        not_positive = sorted(channel for channel, seconds in value.items() if not seconds > 0)
-        if not_positive:
-            names = ", ".join(not_positive)
-            raise ValueError(f"{names}: seconds must be > 0 (leave a channel out to never judge it)")
-        return value
 
 
 def _market_data_target(value: str) -> str:
@@ -358,7 +325,7 @@ class LogSettings(_Section):
 class Settings(_Section):
 
     gateway: GatewaySettings = GatewaySettings()
-    session: SessionConfig = SessionConfig()
+    session: SessionSettings = SessionSettings()  # validated straight into the ingest core's own type
     subscriptions: SubscriptionSettings = SubscriptionSettings()
     sink: SinkSettings = SinkSettings()
     destinations: dict[str, str] = Field(default_factory=dict)
@@ -368,6 +335,16 @@ class Settings(_Section):
     admin: AdminSettings = AdminSettings()
     logging: LogSettings = LogSettings()
     instance: str = "ibkr-bridge"
+
+    @field_validator("session")
+    @classmethod
+    def _cadences(cls, value: SessionSettings) -> SessionSettings:
+        unknown = sorted(set(value.expected_cadence_s) - set(CHANNEL_TOPICS))
+        if unknown:
+            known = ", ".join(f"{channel} ({topic})" for channel, topic in CHANNEL_TOPICS.items())
+            names = ", ".join(unknown)
+            raise ValueError(f"expected_cadence_s: unknown channel(s) {names}; channels are {known}")
+        return value
 
     @field_validator("destinations")
     @classmethod

@@ -9,6 +9,7 @@ for an unknown key, the closest allowed key.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from collections.abc import Iterable, Mapping
@@ -129,6 +130,8 @@ def field_names(root: Any, loc: Loc) -> list[str]:
         model = info.annotation
         while getattr(model, "__args__", None) and not hasattr(model, "model_fields"):
             model = next((a for a in model.__args__ if hasattr(a, "model_fields")), model.__args__[0])
+    if dataclasses.is_dataclass(model):  # a section validated straight into a dataclass
+        return [f.name for f in dataclasses.fields(model)]
     return list(getattr(model, "model_fields", {}))
 
 
@@ -161,7 +164,7 @@ def secrets_in_yaml(data: Mapping[str, Any], secret_keys: Mapping[tuple[str, ...
 def describe(error: Mapping[str, Any], root: Any, secret_keys: Mapping[tuple[str, ...], str]) -> Problem:
     """A pydantic error as a Problem: the value (masked for secrets), what is allowed, a "did you mean"."""
     loc: Loc = tuple(error["loc"])
-    if error["type"] == "extra_forbidden":
+    if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):  # a model's, a dataclass's
         names = field_names(root, loc[:-1])
         hint = closest(str(loc[-1]), names)
         allowed = f"did you mean {hint!r}?" if hint else f"allowed here: {', '.join(names)}"

@@ -461,6 +461,7 @@ class Lifecycle(Event):
 
     kind: LifecycleKind
     at_ms: int
+    session_epoch: int = 0  # the gateway session's epoch then; records carry it as ``sessionepoch``
     reason: str | None = None
     gap_id: str | None = None
     gap_started_ms: int | None = None

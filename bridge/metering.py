@@ -122,9 +122,7 @@ class EventMeter:
 
     def lifecycle(self, event: Lifecycle) -> None:
         m, kind = self._metrics, event.kind
-        epoch = event.detail.get("session_epoch")
-        if isinstance(epoch, int):
-            m.set_session_epoch(epoch)
+        m.set_session_epoch(event.session_epoch)
         if kind is LifecycleKind.CONNECTED:
             m.connected("startup" if self.connects == 0 else "reconnect")
             m.set_connected(True)

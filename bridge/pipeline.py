@@ -43,8 +43,9 @@ class Pipeline:
                     except (TypeError, ValueError, OverflowError) as exc:  # a JSON writer's refusal
                         records.append(self._unencodable(event, exc, received_ns))
                 continue
-            if type(event) is Lifecycle:
-                self._follow_epoch(event)
+            if type(event) is Lifecycle and event.session_epoch != envelope.session_epoch:
+                # the gateway session owns the epoch; its lifecycle events carry it, in order
+                envelope.session_epoch = event.session_epoch
             destination = route(event)
             if destination is not None:
                 try:
@@ -62,9 +63,3 @@ class Pipeline:
         letter = unencodable(event, exc, received_ns)
         route = self.router.route(letter) or Route(self.router.destination_of("dlq"), b"encode")
         return encode(letter, route, self.envelope, received_ns)
-
-    def _follow_epoch(self, event: Lifecycle) -> None:
-        """Records carry the session epoch the gateway session reports in its lifecycle events."""
-        epoch = event.detail.get("session_epoch")
-        if isinstance(epoch, int) and epoch != self.envelope.session_epoch:
-            self.envelope.session_epoch = epoch

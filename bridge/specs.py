@@ -33,7 +33,7 @@ def desired_subscriptions(settings: Settings, default_account: str | None) -> li
         account = book.account or default_account
         if account is not None:
             wanted.append(Subscription.book(account, int(book.conid), book.exchange))
-    wanted += [bars_subscription(bars.model_dump()) for bars in subs.bars]
+    wanted += [bars_of(int(b.conid), b.period, b.bar, b.source, b.outside_rth, b.stream) for b in subs.bars]
     return wanted
 
 
@@ -46,18 +46,23 @@ def books_without_account(settings: Settings) -> list[tuple[int, str | None]]:
 
 
 def bars_subscription(spec: Mapping[str, Any]) -> Subscription:
-    """A bars subscription from its config or admin form (``conid``, ``period``, ``bar``, ``source``,
-    ``outside_rth``, ``stream``)."""
+    """A bars subscription from its admin form (``conid``, ``period``, ``bar``, ``source``,
+    ``outside_rth``, ``stream``; the settings' ``subscriptions.bars`` entries have the same keys)."""
     conid = str(spec.get("conid", ""))
     if not conid.isdigit():
         raise ValueError(f'bars needs "conid" as digits, got {conid!r}')
-    params = {"period": str(spec.get("period") or "1d"), "bar": str(spec.get("bar") or "5min"),
-              "source": str(spec.get("source") or "trades"), "outsideRth": bool(spec.get("outside_rth")),
-              "format": BARS_FORMAT}  # fmt: skip
     stream = spec.get("stream", True)
     if not isinstance(stream, bool):
         raise ValueError(f'bars "stream" must be true or false, got {stream!r}')
-    return Subscription.bars(int(conid), params, stream)
+    return bars_of(int(conid), str(spec.get("period") or "1d"), str(spec.get("bar") or "5min"),
+                   str(spec.get("source") or "trades"), bool(spec.get("outside_rth")), stream)  # fmt: skip
+
+
+def bars_of(conid: int, period: str, bar: str, source: str, outside_rth: bool, stream: bool) -> Subscription:
+    """The bars subscription itself: every bar value asked for (``BARS_FORMAT``)."""
+    params = {"period": period, "bar": bar, "source": source, "outsideRth": outside_rth,
+              "format": BARS_FORMAT}  # fmt: skip
+    return Subscription.bars(conid, params, stream)
 
 
 class SpecError(ValueError):

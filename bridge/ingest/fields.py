@@ -310,10 +310,15 @@ class ParseCache(dict[str, Scalar]):
     """Gateway string -> parsed value, for one kind of field: ``cache[raw]`` parses a string
     once, then it is a dict hit (most prices and sizes repeat, and a lookup costs a fraction of
     a parser call). Only strings are kept, so ``1``, ``1.0`` and ``True`` never meet; a value
-    the parser refuses raises :class:`Unparsed` and is not kept."""
+    the parser refuses raises :class:`Unparsed` and is not kept.
+
+    Bounded against hostile input: at most ``MAX_ENTRIES`` strings of at most ``MAX_KEY_CHARS``
+    characters each (a longer one is parsed every time, never kept). One cache per kind per
+    normalizer (:func:`quote_field_table`), never shared between normalizers."""
 
     __slots__ = ("_parse",)
     MAX_ENTRIES = 1 << 16  # then it starts again from empty: bounded memory, no eviction bookkeeping
+    MAX_KEY_CHARS = 32  # prices, sizes and flags are short; a long value would pin its whole string
 
     def __init__(self, parse: Callable[[Any], Scalar]) -> None:
         super().__init__()
@@ -321,7 +326,7 @@ class ParseCache(dict[str, Scalar]):
 
     def __missing__(self, raw: Any) -> Scalar:
         value = self._parse(raw)
-        if type(raw) is str:
+        if type(raw) is str and len(raw) <= self.MAX_KEY_CHARS:
             if len(self) >= self.MAX_ENTRIES:
                 self.clear()
             self[raw] = value

@@ -9,13 +9,19 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Annotated, TypeAlias
+
+from annotated_types import Ge, Gt, Le
 
 from bridge.backoff import BackoffPolicy
 from bridge.events import Lifecycle, LifecycleKind, Scalar
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
+SMH_MAX_CONCURRENT = 5  # the gateway's limit on concurrent historical requests (reference §2.2)
+
+Positive = Annotated[float, Gt(0)]
+NonNegative = Annotated[float, Ge(0)]
 
 
 def _default_cadences() -> dict[str, float]:
@@ -24,28 +30,35 @@ def _default_cadences() -> dict[str, float]:
 
 @dataclass(frozen=True, slots=True)
 class SessionSettings:
-    """Every knob of the gateway session; durations carry their unit."""
+    """Every knob of the gateway session; durations carry their unit.
 
-    tic_interval_s: float = 30.0
-    tickle_interval_s: float = 60.0
-    stale_after_s: float = 25.0
-    smd_refresh_s: float = 540.0
-    reconnect_floor_s: float = 0.5
-    reconnect_cap_s: float = 30.0
-    reconnect_multiplier: float = 2.0
-    healthy_reset_s: float = 30.0
-    auth_poll_s: float = 5.0
-    auth_timeout_s: float = 20.0
-    reauthenticate: bool = False
-    reauthenticate_interval_s: float = 60.0
+    The one definition of the ``session`` settings section: ``bridge.config`` validates YAML and
+    environment values straight into this class (the ``Annotated`` bounds are its constraints)."""
+
+    tic_interval_s: Positive = 30.0
+    tickle_interval_s: Positive = 60.0
+    stale_after_s: Positive = 25.0
+    smd_refresh_s: Positive = 540.0
+    reconnect_floor_s: NonNegative = 0.5
+    reconnect_cap_s: Positive = 30.0
+    reconnect_multiplier: Annotated[float, Ge(1)] = 2.0
+    healthy_reset_s: NonNegative = 30.0
+    auth_poll_s: Positive = 5.0
+    auth_timeout_s: Positive = 20.0
+    # POST /iserver/reauthenticate while unauthenticated; None: on over OAuth (only ssodh/init
+    # reopens that session), off with the gateway
+    reauthenticate: bool | None = None
+    reauthenticate_interval_s: Positive = 60.0
     ssodh_init: bool = True
     send_session_message: bool = False  # else only on "waiting for session" (cookie first)
     reconcile_on_start: bool = True
-    smh_max_concurrent: int = 5
-    smh_timeout_s: float = 30.0
-    # Channel ('md', 'or', 'tr', 'pl', 'sd', 'ld', 'bd') -> longest expected silence;
-    # channels absent here are event-driven and never judged stale.
-    expected_cadence_s: Mapping[str, float] = field(default_factory=_default_cadences)
+    smh_max_concurrent: Annotated[int, Ge(1), Le(SMH_MAX_CONCURRENT)] = SMH_MAX_CONCURRENT
+    smh_timeout_s: Positive = 30.0
+    # Subscription channel ('md', 'or', 'tr', 'pl', 'sd', 'ld', 'bd') -> the longest silence
+    # expected of it. Beyond it the subscription is stale: re-subscribed, counted in
+    # ibkr_bridge_stale_subscriptions and a gap opened until its data comes again. Channels left
+    # out (orders and executions: event-driven) are never judged.
+    expected_cadence_s: Mapping[str, Positive] = field(default_factory=_default_cadences)
 
     def backoff_policy(self) -> BackoffPolicy:
         return BackoffPolicy(
@@ -143,8 +156,9 @@ def lifecycle_event(
     return Lifecycle(
         kind=kind,
         at_ms=now_ns // NS_PER_MS,
+        session_epoch=session_epoch,
         reason=reason,
         gap_id=gap.gap_id if gap else None,
         gap_started_ms=gap.started_ns // NS_PER_MS if gap else None,
-        detail={"session_epoch": session_epoch, **(detail or {})},
+        detail=dict(detail or {}),
     )

@@ -3,6 +3,8 @@ client messages (reference §1.5, §1.6, §2). Subscriptions live and die with t
 
 Frames are written straight to the transport as pre-encoded RFC 6455 frames (no await per frame);
 ``write`` is synchronous so gateway timers can fan a frame out to every socket in one loop turn.
+While the transport has paused writing (a slow reader), writes wait in order in the socket's
+:class:`~bridge.sim.socket_writer.SocketWriter` and go on as it drains.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from bridge.sim.config import SimConfig
 from bridge.sim.frames import OP_BINARY, OP_TEXT, ws_header
 from bridge.sim.market import burst_templates, combo_legs, conid_of
 from bridge.sim.orders import OrderEngine
+from bridge.sim.socket_writer import SocketWriter
 
 log = logging.getLogger(__name__)
 
 BURST_BATCH = 2048
 BURST_FRAMES_PER_TARGET = 64  # distinct pre-encoded frames per target (6,400 for 100 targets)
 BURST_BACKLOG_S = 0.1  # at a fixed rate, a backlog beyond this much is dropped
+FLOOD_CHUNK_BYTES = 64 << 10  # a flood goes to the transport in pieces, so most of it can wait here
 
 
 @dataclass(slots=True)
@@ -88,14 +92,14 @@ class GatewayView(Protocol):
 
 
 class SimConnection:
-    def __init__(self, conn_id: int, ws: web.WebSocketResponse, gateway: GatewayView) -> None:
-        writer = ws._writer
-        assert writer is not None, "websocket not prepared"
+    def __init__(self, conn_id: int, ws: web.WebSocketResponse, request: web.BaseRequest,
+                 gateway: GatewayView) -> None:  # fmt: skip
+        assert ws.prepared, "websocket not prepared"
         self.id = conn_id
         self.ws = ws
         self.gateway = gateway
-        self._transport = writer.transport
-        self._protocol = writer.protocol
+        self._out = SocketWriter(request)
+        self._transport = self._out.transport
         self.authenticated = False
         self.closed = False
         self.frames: Counter[str] = Counter()
@@ -125,14 +129,16 @@ class SimConnection:
             return
         if opcode is None:
             opcode = OP_BINARY if gateway.binary_frames() else OP_TEXT
-        self._transport.write(ws_header(len(payload), opcode) + payload)
+        self._out.send(ws_header(len(payload), opcode) + payload)
         self.frames[kind] += 1
         gateway.frames[kind] += 1
 
     def flood(self, frame: bytes, count: int) -> None:
-        """Write ``count`` copies of one pre-encoded frame in a single transport write."""
+        """Queue ``count`` copies of one pre-encoded frame, at once (no await)."""
         if not (self.closed or self._transport.is_closing()):
-            self._transport.write(frame * count)
+            per_chunk = max(1, FLOOD_CHUNK_BYTES // max(1, len(frame)))
+            for start in range(0, count, per_chunk):
+                self._out.send(frame * min(per_chunk, count - start))
             self.frames["smd"] += count
             self.gateway.frames["smd"] += count
 
@@ -148,31 +154,28 @@ class SimConnection:
     def write_raw(self, data: bytes) -> None:
         """Write pre-encoded websocket frames as they are."""
         if not (self.closed or self._transport.is_closing()):
-            self._transport.write(data)
+            self._out.send(data)
 
     def backlog_bytes(self) -> int:
-        """Bytes written but not yet taken by the kernel (TLS: plain and encrypted buffers)."""
-        if self.closed:
-            return 0
-        size = self._transport.get_write_buffer_size()
-        inner = getattr(getattr(self._transport, "_ssl_protocol", None), "_transport", None)
-        if isinstance(inner, asyncio.WriteTransport):
-            size += inner.get_write_buffer_size()
-        return size
+        """Bytes written but not yet taken by the kernel (see ``SocketWriter.backlog_bytes``)."""
+        return 0 if self.closed else self._out.backlog_bytes()
 
     async def close(self, code: int = 1000) -> None:
         self.closed = True
         self._stop_burst()
+        self._out.flush()  # what was written goes before the close frame
         await self.ws.close(code=code, message=b"")
 
     def abort(self) -> None:
         self.closed = True
         self._stop_burst()
+        self._out.drop()
         self._transport.abort()
 
     def lost(self) -> None:
         self.closed = True
         self._stop_burst()
+        self._out.drop()
 
     # ----------------------------------------------------------------------------- session
     def open_session(self) -> None:
@@ -311,12 +314,12 @@ class SimConnection:
                 head, tail = ring[index]
                 parts += (head, stamp, tail)
                 index = (index + 1) % len(ring)
-            self._transport.write(b"".join(parts))
+            self._out.send(b"".join(parts))
             sent += due
             self.frames["smd"] += due
             gateway.frames["smd"] += due
-            if self._protocol.writing_paused:
-                await self._protocol._drain_helper()
+            if self._out.must_wait():
+                await self._out.wait_writable()
                 start = loop.time() - sent / rate  # no catch-up storm after a pause
             else:
                 await asyncio.sleep(0)

@@ -79,7 +79,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": reason, "statusCode": refusal}, status=refusal)
     ws = web.WebSocketResponse(autoping=True, compress=False, max_msg_size=1 << 20, timeout=2.0)
     await ws.prepare(request)
-    conn = SimConnection(next(_conn_ids), ws, gateway)
+    conn = SimConnection(next(_conn_ids), ws, request, gateway)
     gateway.add(conn)
     try:
         presented = session_from_cookies(request.headers.get("Cookie", ""))

@@ -169,7 +169,7 @@ def _gaps(lifecycle: list[Consumed], ended_ms: list[int]) -> dict[str, Any]:
         at = loss.data["at_ms"]
         # a socket closed before it became usable loses nothing: it opens no gap
         inside = any(start <= at + 5 and (end is None or at <= end) for start, end in intervals)
-        if not inside and loss.data.get("detail", {}).get("session_epoch", 0) > 0:
+        if not inside and loss.data.get("session_epoch", 0) > 0:
             unmarked.append(loss)
     return {
         "gaps_opened": len(starts),

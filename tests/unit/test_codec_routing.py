@@ -142,3 +142,16 @@ def test_combo_quotes_with_conid_zero_keep_their_own_routes_on_the_fast_path() -
     plain = router.quote_route(quote(conid=8314, conid_ex="8314"))
     assert first is not None and second is not None and plain is not None
     assert (first.key, second.key, plain.key) == (b"0;;;265598/1,8314/-1", b"0;;;265598/1,8314/+1", b"8314")
+
+
+def test_records_carry_the_epoch_of_the_latest_lifecycle_event_in_order() -> None:
+    from bridge.events import Lifecycle, LifecycleKind
+    from bridge.pipeline import Pipeline
+
+    pipeline = Pipeline(Router(), EnvelopeContext())
+    authenticated = Lifecycle(kind=LifecycleKind.AUTHENTICATED, at_ms=1, session_epoch=2)
+    records = pipeline.records([quote(), authenticated, quote(updated_ms=1777552110062)], NOW_NS)
+    epochs = [decode_structured(r.structured())[0]["sessionepoch"] for r in records]
+    assert epochs == [0, 2, 2]
+    assert decode_structured(records[1].structured())[1]["session_epoch"] == 2
+    assert pipeline.envelope.session_epoch == 2

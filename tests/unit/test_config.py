@@ -53,6 +53,32 @@ def test_an_unknown_key_is_an_error_not_a_silent_default(tmp_path: Path) -> None
     assert problem.startswith("subscriptions.market_dta: unknown key")
 
 
+def test_the_session_section_is_the_ingest_cores_own_settings_type(tmp_path: Path) -> None:
+    from bridge.ingest.session_types import SessionSettings
+
+    settings = load_settings(write(tmp_path, "session:\n  smh_timeout_s: 12\n  expected_cadence_s: {md: 9}\n"))
+    assert type(settings.session) is SessionSettings
+    assert settings.session.smh_timeout_s == 12 and settings.session.expected_cadence_s == {"md": 9.0}
+    assert settings.session.reauthenticate is None  # unset: the composition root decides by gateway.mode
+
+
+def test_an_unknown_session_key_says_which_one_was_meant(tmp_path: Path) -> None:
+    (problem,) = problems(write(tmp_path, "session:\n  tic_intervl_s: 5\n"))
+    assert problem.startswith("session.tic_intervl_s: unknown key; did you mean 'tic_interval_s'?")
+
+
+@pytest.mark.parametrize(("key", "value"), [("reconnect_floor_s", -1), ("smh_max_concurrent", 6),
+                                            ("reconnect_multiplier", 0.5)])  # fmt: skip
+def test_session_bounds_name_the_field(tmp_path: Path, key: str, value: float) -> None:
+    (problem,) = problems(write(tmp_path, f"session:\n  {key}: {value}\n"))
+    assert problem.startswith(f"session.{key}: {value} is not allowed")
+
+
+def test_an_unknown_cadence_channel_is_refused_with_the_channels(tmp_path: Path) -> None:
+    (problem,) = problems(write(tmp_path, "session:\n  expected_cadence_s: {xx: 5}\n"))
+    assert "unknown channel(s) xx; channels are md" in problem
+
+
 def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
     found = problems(write(tmp_path, "session:\n  stale_after_s: -1\nsink:\n  url: ftp://x\nadmin:\n  port: 70000\n"))
     assert [p.split(":")[0] for p in found] == ["session.stale_after_s", "sink.url", "admin.port"]

@@ -264,3 +264,71 @@ def test_the_private_write_check_flags_writes_on_other_objects_only() -> None:
         "    setattr(a, '_z', 6)\n"
     )
     assert [f.split(":")[0] for f in private_writes(source)] == ["line 7", "line 8", "line 9"]
+
+
+# argparse names no public type for what add_subparsers() returns; annotations use this one
+FOREIGN_PRIVATES_ALLOWED = {"_SubParsersAction"}
+
+
+def _declared_here(tree: ast.Module) -> set[str]:
+    """The private names a module declares itself: functions, classes, class attributes,
+    ``self.<name>`` attributes and ``__slots__`` entries."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__slots__" for t in node.targets):
+            names.update(c.value for c in ast.walk(node.value) if isinstance(c, ast.Constant) and isinstance(c.value, str))
+    return names
+
+
+def foreign_private_reads(source: str) -> list[str]:
+    """Reads of ``obj._name`` (or ``getattr(obj, "_name")``) where ``obj`` is not ``self``/``cls``
+    and ``_name`` is not declared in this module: another module's or library's internals."""
+    tree = ast.parse(source)
+    allowed = _declared_here(tree) | FOREIGN_PRIVATES_ALLOWED
+    found = []
+    for node in ast.walk(tree):
+        name = None
+        if isinstance(node, ast.Attribute) and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+            name = node.attr
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+              and len(node.args) > 1 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):  # fmt: skip
+            name = node.args[1].value
+        if name and name.startswith("_") and not name.startswith("__") and name not in allowed:
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+@pytest.mark.parametrize("path", modules(), ids=name_of)
+def test_no_code_reads_another_modules_or_librarys_private_attributes(path: Path) -> None:
+    found = foreign_private_reads(path.read_text())
+    assert not found, f"bridge/{name_of(path)}.py reaches into private attributes: {found}"
+
+
+def test_the_private_read_check_flags_library_internals() -> None:
+    source = (
+        "class C:\n"
+        "    def __init__(self, ws, transport):\n"
+        "        self.writer = ws._writer\n"  # the library's private attribute
+        "        self._inner = getattr(transport, '_ssl_protocol', None)\n"
+        "    async def f(self):\n"
+        "        await self.writer._drain_helper()\n"
+        "        self._own()\n"
+        "    def _own(self, other):\n"
+        "        return other._inner\n"  # declared in this module: allowed
+    )
+    assert [f.split(":")[0] for f in foreign_private_reads(source)] == ["line 3", "line 4", "line 6"]
+
+
+@pytest.mark.parametrize("path", modules(), ids=name_of)
+def test_settings_are_never_copied_as_a_dict(path: Path) -> None:
+    """Settings have one home each (the session's: ``ingest.session_types.SessionSettings``,
+    validated into by ``config``): no ``model_dump()`` copy into another type."""
+    calls = [node.lineno for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Attribute) and node.attr in ("model_dump", "model_fields_set")]  # fmt: skip
+    assert not calls, f"bridge/{name_of(path)}.py copies settings as a dict at lines {calls}"

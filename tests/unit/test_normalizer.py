@@ -352,6 +352,22 @@ def test_the_parse_cache_stays_bounded_and_correct_when_it_starts_over(monkeypat
     assert all(len(spec[1]) <= 4 for spec in n._quote_keys.values() if spec is not None)
 
 
+def test_a_million_distinct_values_keep_every_parse_cache_within_its_bounds() -> None:
+    from bridge.ingest.fields import ParseCache
+
+    n, other = Normalizer(), Normalizer()
+    caches = {id(spec[1]): spec[1] for spec in n._quote_keys.values() if spec is not None}
+    shared = {id(spec[1]) for spec in other._quote_keys.values() if spec is not None} & set(caches)
+    assert not shared, "parse caches are per normalizer"
+    bid = n._quote_keys["84"][1]
+    for i in range(1_000_000):  # short distinct prices, then long hostile ones
+        assert bid[f"{i}.5"] == i + 0.5
+        assert bid[f"{i}.5".rjust(1000, "0")] == i + 0.5
+    assert 0 < len(bid) <= ParseCache.MAX_ENTRIES
+    assert max(map(len, bid)) <= ParseCache.MAX_KEY_CHARS, "a long value is parsed, never kept"
+    assert all(len(c) == 0 for c in caches.values() if c is not bid)
+
+
 def test_market_data_frames_are_tallied_for_a_metering_caller_and_other_frames_are_not() -> None:
     n = Normalizer()
     frames = [orjson.dumps(smd(**{"31": "1"})), orjson.dumps(smd(**{"31": "1"})),

@@ -151,6 +151,8 @@ def test_recovery_on_the_same_socket_resubscribes_closes_the_gap_and_requests_re
     assert gap_end.gap_started_ms == 5000 and gap_end.at_ms == 9000
     assert Reconcile(gap_end.gap_id, 5000) in actions
     assert p.session_epoch == 2
+    assert [e.session_epoch for e in events] == [2, 2, 2]  # a typed field, not a detail entry
+    assert not any("session_epoch" in e.detail for e in events)
 
 
 def test_a_competing_session_is_unusable_even_if_authenticated_is_true() -> None:
