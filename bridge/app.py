@@ -17,6 +17,7 @@ import errno
 import gc
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from zoneinfo import ZoneInfo
@@ -50,6 +51,7 @@ from bridge.sinks.memory import MemorySink
 from bridge.sinks.redis import RedisSink, RedisSinkOptions
 from bridge.sinks.stdout import StdoutSink
 from bridge.specs import books_without_account, desired_subscriptions
+from bridge.spool_damage import SpoolDamageReporter
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +141,14 @@ class Bridge:
         )
         self.meter = EventMeter(self.metrics)
         delivery = settings.delivery
+        self.spool_damage = SpoolDamageReporter(self.metrics)  # metric now, lifecycle event once started
         self.spool = Spool(
             delivery.spool_dir,
             max_bytes=delivery.spool_max_bytes,
             segment_bytes=delivery.spool_segment_bytes,
             fsync="interval_ms" if delivery.spool_fsync == "interval" else delivery.spool_fsync,
             fsync_interval_ms=delivery.spool_fsync_interval_ms,
+            on_damage=self.spool_damage,
         )
         try:  # records spooled for another sink are never drained into this one
             claim_spool(self.spool, spool_owner(settings))
@@ -227,6 +231,10 @@ class Bridge:
             else:
                 await self.publisher.keep_pace()
 
+    def _put_events(self, events: Sequence[Event]) -> None:
+        """Events the bridge makes itself (spool damage), routed and buffered like the session's."""
+        self.buffer.put_many(self.pipeline.records(events, time.time_ns()))
+
     def add_ack_listener(self, listener: Callable[[Sequence[Record], int], None]) -> None:
         """Also call ``listener(records, ack_ns)`` for every acknowledged batch (the demo's live view)."""
         self._ack_listeners.append(listener)
@@ -250,6 +258,7 @@ class Bridge:
             log.warning("sink %s unavailable at start, retrying in the background: %s", self.sink.name, exc)
             self.admin.sink_error = str(exc)
             self._sink_starter = asyncio.create_task(self._start_sink_with_backoff(), name="sink-start")
+        self.spool_damage.connect(self._put_events)
         self.publisher.start()
         self.state.start()
         admin = self.settings.admin

@@ -448,6 +448,7 @@ class LifecycleKind(enum.StrEnum):
     GAP_END = "gap_end"
     RECONCILED = "reconciled"
     BACKPRESSURE = "backpressure"
+    SPOOL_DAMAGED = "spool_damaged"  # detail: segment, offset, bytes, records_lost (null: unknown)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from bridge.delivery.spool_reader import DAMAGE_KINDS
 from bridge.events import EventClass
 
 __all__ = ["CONTENT_TYPE_LATEST", "PREFIX", "BridgeMetrics", "DeliveryMetrics"]
@@ -165,6 +166,9 @@ class BridgeMetrics:
         self.spool_bytes = g("spool_bytes", "Bytes of critical events in the on-disk spool")
         self.spool_segments = g("spool_segments", "Segment files in the on-disk spool")
         self.spool_capacity = g("spool_capacity_bytes", "Disk quota of the spool")
+        self.spool_damage = c("spool_damaged_regions_total", "Damaged spool regions, each once", ["kind"])
+        self.spool_damaged_bytes = c("spool_damaged_bytes_total", "Unreadable bytes skipped in the spool")
+        self.spool_records_lost = c("spool_records_lost_total", "Spooled records lost to damage")
         self.dead_letters = c(
             "dead_letter_events_total", "Frames or records sent to the dead-letter destination", ["source"]
         )
@@ -183,6 +187,8 @@ class BridgeMetrics:
             self.backpressure_wait.labels(**{"class": cls})
         for source in DEAD_LETTER_SOURCES:
             self.dead_letters.labels(source=source)
+        for kind in DAMAGE_KINDS:
+            self.spool_damage.labels(kind=kind)
         for family in RECONCILED_FAMILIES:
             self.reconciled_events.labels(family=family)
 
@@ -337,6 +343,12 @@ class BridgeMetrics:
         self.spool_segments.set(segments)
         if capacity_bytes is not None:
             self.spool_capacity.set(capacity_bytes)
+
+    def spool_damaged(self, kind: str, nbytes: int, records_lost: int) -> None:
+        """One damaged spool region (see :class:`~bridge.delivery.spool_reader.SpoolDamage`)."""
+        self.spool_damage.labels(kind=kind).inc()
+        self.spool_damaged_bytes.inc(nbytes)
+        self.spool_records_lost.inc(records_lost)
 
     def dead_lettered(self, source: str, n: int = 1) -> None:
         """``n`` items sent to the DLQ; ``source`` is ``frame`` (gateway) or ``record`` (sink)."""

@@ -118,6 +118,8 @@ class SpoolReport:
     size_bytes: int
     by_destination: dict[str, int]
     by_type: dict[str, int]
+    damage: dict[str, int]  # damaged regions found while reading, by kind
+    records_lost: int  # to that damage, counted from sequence numbers
 
     @property
     def records(self) -> int:
@@ -133,6 +135,10 @@ class SpoolReport:
         width = max((len(name) for name in [*self.by_destination, *self.by_type]), default=0)
         for title, counts in (("by destination", self.by_destination), ("by type", self.by_type)):
             lines += [f"  {title}"] + [f"    {n:<{width}}  {c}" for n, c in sorted(counts.items())]
+        if self.damage:
+            regions = ", ".join(f"{kind} {count}" for kind, count in sorted(self.damage.items()))
+            lost = f"{self.records_lost} record(s) lost"
+            lines.append(f"  damage       {regions} region(s); {lost} (the log names offsets)")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -144,23 +150,27 @@ class SpoolReport:
             "records": self.records,
             "by_destination": self.by_destination,
             "by_type": self.by_type,
+            "damage": self.damage,
+            "records_lost": self.records_lost,
         }
 
 
 def inspect(directory: Path) -> SpoolReport:
-    """What the spool at ``directory`` holds, read through the spool's API; nothing is acknowledged."""
+    """What the spool at ``directory`` holds, read through the spool's API; nothing is acknowledged.
+
+    Opening cuts a torn tail (as a starting bridge would); damage is counted, not repaired.
+    """
     owner = read_identity(directory)
     spool = Spool(directory, max_bytes=1 << 62)
     destinations: Counter[str] = Counter()
     types: Counter[str] = Counter()
     try:
-        while spool.has_unread():
+        while spool.has_unread():  # every read moves forward, across damage in bounded steps
             records, _ = spool.read(_READ_BATCH)
-            if not records and spool.has_unread():
-                break
             destinations.update(r.destination for r in records)
             types.update(r.event_type for r in records)
         segments, size = spool.segment_count, spool.size_bytes
-        return SpoolReport(directory, owner, segments, size, dict(destinations), dict(types))
+        return SpoolReport(directory, owner, segments, size, dict(destinations), dict(types),
+                           dict(spool.damage_counts), spool.records_lost)  # fmt: skip
     finally:
         spool.close()

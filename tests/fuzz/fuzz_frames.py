@@ -7,7 +7,8 @@ mutated (a value replaced by a hostile one, bytes flipped, cut short, a deep val
 built from nothing by ``tests.fuzz.hostile``. One normalizer serves the whole run, so a value kept
 in merged state that a later frame cannot encode would show up as an exception. Prints the
 frames, the exceptions (with the first few frames that raised, kept under ``--failures``), the
-slowest frame and the events by type; exits 1 if anything raised.
+slowest frame (by this thread's CPU time: a frame preempted by other work on the machine does
+not count as slow) and the events by type; exits 1 if anything raised.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def run(frames: int, seed: int, failures_dir: Path | None) -> int:
     for number in range(frames):
         frame = mutate(rng, rng.choice(real)) if number % 2 == 0 else hostile.frame(rng)
         total_bytes += len(frame)
-        begin = time.perf_counter_ns()
+        begin = time.thread_time_ns()  # CPU time: a frame preempted by other work on the machine is not slow
         try:
             for event in normalizer.normalize(frame, 1_777_000_000_000_000_000 + number):
                 route = router.route(event)
@@ -75,7 +76,7 @@ def run(frames: int, seed: int, failures_dir: Path | None) -> int:
             if failures_dir is not None and sum(exceptions.values()) <= 20:
                 failures_dir.mkdir(parents=True, exist_ok=True)
                 (failures_dir / f"frame-{number}.json").write_bytes(frame)
-        elapsed = time.perf_counter_ns() - begin
+        elapsed = time.thread_time_ns() - begin
         if elapsed > slowest_ns:
             slowest_ns, slowest_frame = elapsed, frame
         if number % 20_000 == 0 and number:
@@ -83,7 +84,7 @@ def run(frames: int, seed: int, failures_dir: Path | None) -> int:
     wall_s = time.perf_counter() - started
     print(f"frames: {frames:,} ({total_bytes / 2**20:,.1f} MiB) in {wall_s:,.1f} s ({frames / wall_s:,.0f} frames/s)")
     print(f"exceptions: {sum(exceptions.values()):,} {dict(exceptions)}")
-    print(f"slowest frame: {slowest_ns / 1e6:.2f} ms, {len(slowest_frame):,} bytes: {slowest_frame[:80]!r}")
+    print(f"slowest frame: {slowest_ns / 1e6:.2f} ms of CPU, {len(slowest_frame):,} bytes: {slowest_frame[:80]!r}")
     print("events by type: " + ", ".join(f"{name} {count:,}" for name, count in events_by_type.most_common()))
     return 1 if exceptions else 0
 

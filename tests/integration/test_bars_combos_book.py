@@ -17,7 +17,7 @@ import pytest_asyncio
 from bridge.app import Bridge
 from bridge.config import load_settings
 from bridge.sim.server import GatewaySimulator
-from tests.fixtures.brokers import consume_topic, create_topic, read_stream
+from tests.fixtures.brokers import StreamTail, consume_topic, create_topic, read_stream
 from tests.fixtures.sim import FAST_CONFIG
 
 COMBO = "28812380;;;265598/1,8314/-1"
@@ -124,23 +124,30 @@ async def test_combos_and_book_ladders_from_config_and_admin_reach_their_destina
                              market_data={"conids": f"265598,{COMBO}"},  # the form of --market-data
                              book=[{"conid": "265598"}]))  # no account: the gateway's selected one  # fmt: skip
     answers: list[tuple[int, Any]] = []
-    quotes: list[dict[bytes, bytes]] = []
-    ladders: list[dict[bytes, bytes]] = []
+    quote_tail, ladder_tail = StreamTail(redis_server, names["marketdata"]), StreamTail(redis_server, names["book"])
+    quotes, ladders = quote_tail.entries, ladder_tail.entries
+    subjects: set[bytes] = set()
+    books: set[tuple[str, int]] = set()
 
     async def enough() -> bool:
         if not answers and bridge.session.usable:
             answers.append(await admin(bridge, "POST", {"type": "market_data", "conid": COMBO_2}))
             answers.append(await admin(bridge, "POST", {"type": "book", "conid": "8314", "account": "DU7654321"}))
-        quotes[:] = await read_stream(redis_server, names["marketdata"], 10_000, timeout_s=0.2)
-        ladders[:] = await read_stream(redis_server, names["book"], 10_000, timeout_s=0.2)
-        subjects = {q[b"subject"] for q in quotes}
-        books = {(d["account"], d["conid"]) for d in (orjson.loads(entry[b"data"]) for entry in ladders)}
+        seen_quotes, seen_ladders = len(quotes), len(ladders)
+        await quote_tail.read()
+        await ladder_tail.read()
+        subjects.update(q[b"subject"] for q in quotes[seen_quotes:])
+        books.update((d["account"], d["conid"]) for d in (orjson.loads(e[b"data"]) for e in ladders[seen_ladders:]))
         if len(answers) == 2 and ("DU7654321", 8314) in books:  # a second ladder for that account
             answers.append(await admin(bridge, "POST", {"type": "book", "conid": "272093", "account": "DU7654321"}))
         wanted_books = {("DU1234567", 265598), ("DU7654321", 8314), ("DU7654321", 272093)}
         return {COMBO.encode(), COMBO_2.encode(), b"265598"} <= subjects and wanted_books <= books
 
-    await run_until(bridge, enough)
+    try:
+        await run_until(bridge, enough)
+    finally:
+        await quote_tail.close()
+        await ladder_tail.close()
     assert answers == [(200, {"subscribed": f"md:{COMBO_2}"}), (200, {"subscribed": "bd:DU7654321"}),
                        (200, {"subscribed": "bd:DU7654321", "replaced": "sbd+DU7654321+8314"})]  # fmt: skip
     listed = [s["key"] for s in bridge.admin.subscriptions() if s["channel"] == "bd"]

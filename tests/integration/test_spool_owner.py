@@ -73,6 +73,20 @@ def test_spool_status_shows_segments_records_by_destination_and_type_and_the_own
     assert cli("spool", "status", "spool", "--json", cwd=tmp_path).stdout.count('"records": 5') == 1
 
 
+def test_spool_status_counts_past_damage_and_names_what_it_cost(tmp_path: Path) -> None:
+    spool_for(tmp_path / "spool", KAFKA, orders=300, executions=0)
+    (segment,) = (tmp_path / "spool").glob("*.seg")
+    data = bytearray(segment.read_bytes())
+    third = len(data) // 3
+    data[third : 2 * third] = bytes(third)  # a zeroed region in the middle
+    segment.write_bytes(bytes(data))
+    status = json.loads(cli("spool", "status", "spool", "--json", cwd=tmp_path).stdout)
+    assert status["damage"] == {"corrupt": 1}
+    assert status["records"] + status["records_lost"] == 300 and 90 <= status["records_lost"] <= 110
+    text = cli("spool", "status", "spool", cwd=tmp_path).stdout
+    assert f"damage       corrupt 1 region(s); {status['records_lost']} record(s) lost" in text
+
+
 def test_spool_status_of_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
     result = cli("spool", "status", "nope", cwd=tmp_path)
     assert result.returncode == 2 and "nope is not a directory" in result.stderr
