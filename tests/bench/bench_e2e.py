@@ -46,8 +46,10 @@ frame's ``_updated`` (the simulator's send time, whole milliseconds, truncated: 
 up to 1 ms high) to the broker's acknowledgement, and peak RSS. Afterwards the records are read
 back from the broker and must number at least what the contender counted as acknowledged.
 ``wait%`` is the time the contender's threads were runnable but waiting for a CPU, over the
-window (``/proc/PID/task/*/schedstat``); above 10 % the row is marked ``STARVED``: other work on
-the machine took its core, so its CPU figure reads low, its latency high and it may fall behind.
+window (``/proc/PID/task/*/schedstat``), ``other%`` what else ran on its core meanwhile
+(``/proc/stat``); when both pass 10 % the row is marked ``STARVED``: other work took its core, so
+its CPU figure reads low, its latency high and it may fall behind (a contender whose threads wait
+behind each other on their one core, as the tutorial-style and ibind contenders' do, is not).
 With ``sched_autogroup`` on (the kernel's default on many distributions) nice values rank threads
 only inside their session: the nice options also set the autogroup's, and
 ``echo 0 > /proc/sys/kernel/sched_autogroup_enabled`` (root) makes nice values count machine-wide.

@@ -52,6 +52,20 @@ def runqueue_wait_s(pid: int | str = "self") -> float:
     return total_ns / 1e9
 
 
+def core_busy_s() -> float:
+    """Seconds the CPU this process is pinned to spent busy (everyone's work: user, nice, system,
+    interrupts, steal), from ``/proc/stat``; 0.0 when it may run on more than one CPU."""
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) != 1:
+        return 0.0
+    name = f"cpu{next(iter(cpus))} "
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(name):
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, line.split()[1:9])
+            return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 def percentile(ordered: list[float], pct: float) -> float | None:
     if not ordered:
         return None
@@ -88,7 +102,7 @@ class Meter:
         self.done = threading.Event()
         self._first_ack = threading.Event()
         self._lags_ms = array("d")
-        self._snapshots: list[tuple[int, float, float, int, float]] = []
+        self._snapshots: list[tuple[int, float, float, int, float, float]] = []
         self._thread = threading.Thread(target=self._window, name="meter", daemon=True)
         self._thread.start()
 
@@ -103,7 +117,7 @@ class Meter:
 
     def _snapshot(self) -> None:
         self._snapshots.append(
-            (self.acked_frames, time.process_time(), time.perf_counter(), self.acks, runqueue_wait_s())
+            (self.acked_frames, time.process_time(), time.perf_counter(), self.acks, runqueue_wait_s(), core_busy_s())
         )
 
     def _window(self) -> None:
@@ -119,7 +133,7 @@ class Meter:
         self.done.set()
 
     def result(self, **extra: Any) -> dict[str, Any]:
-        (n0, cpu0, t0, a0, w0), (n1, cpu1, t1, a1, w1) = self._snapshots
+        (n0, cpu0, t0, a0, w0, b0), (n1, cpu1, t1, a1, w1, b1) = self._snapshots
         frames, wall, cpu = n1 - n0, t1 - t0, cpu1 - cpu0
         lags = sorted(self._lags_ms)
         return {
@@ -130,6 +144,9 @@ class Meter:
             "cpu_s": cpu,
             "cpu_percent": 100 * cpu / wall,
             "runq_wait_percent": 100 * (w1 - w0) / wall,
+            # what else ran on the contender's core meanwhile (its own waits behind its own threads are
+            # not starvation; waits while this is high are)
+            "core_others_percent": max(0.0, 100 * ((b1 - b0) - cpu) / wall) if b1 else None,
             "cpu_s_per_100k": 1e5 * cpu / frames if frames else None,
             "frames_per_cpu_s": frames / cpu if cpu else None,
             "latency_samples": len(lags),

@@ -5,11 +5,19 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-KEYS = ("frames_per_s", "acks_per_s", "cpu_s_per_100k", "frames_per_cpu_s", "cpu_percent", "runq_wait_percent", "p50_ms",
+KEYS = ("frames_per_s", "acks_per_s", "cpu_s_per_100k", "frames_per_cpu_s", "cpu_percent", "runq_wait_percent", "core_others_percent", "p50_ms",
         "p99_ms", "p999_ms", "max_ms", "peak_rss_mb")  # fmt: skip
-# a contender that waited for a CPU longer than this share of its window was starved by other work:
-# its row is marked, and its figures say more about the machine than about the contender
+# a contender that waited for a CPU longer than this share of its window while other work ran on its
+# core for as long was starved: its row is marked, and its figures say more about the machine than
+# about the contender (a multi-threaded contender also waits behind its own threads: not starvation)
 STARVED_WAIT_PERCENT = 10.0
+
+
+def starved(row: dict[str, Any]) -> bool:
+    others = row.get("core_others_percent")
+    return (row.get("runq_wait_percent") or 0) > STARVED_WAIT_PERCENT and (
+        others is None or others > STARVED_WAIT_PERCENT
+    )
 PACED = ("idle", "500", "1k", "5k", "20k")
 # what the bridge (Kafka; Redis in the same proportions) aims at: % of a core per paced load, p99/p99.9
 CPU_TARGETS = {"idle": 1.0, "1k": 8.0, "5k": 20.0, "20k": 40.0}
@@ -88,7 +96,7 @@ def _fmt(value: float | None, spec: str) -> str:
 def print_table(summary: dict[str, Any]) -> None:
     header = (f"{'contender':<13} {'load':>5} {'frames/s':>9} {'acks/s':>7} {'% core':>6} {'CPU-s/100k':>10} {'frames/CPU-s':>12} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} {'RSS MB':>7} {'sim/tansu/redis CPU%':>21} "
-              f"{'loadavg':>7} {'wait%':>5} ok")  # fmt: skip
+              f"{'loadavg':>7} {'wait%':>5} {'other%':>6} ok")  # fmt: skip
     print(header)
     print("-" * len(header))
     for row in summary["rows"]:
@@ -98,8 +106,8 @@ def print_table(summary: dict[str, Any]) -> None:
               f"{_fmt(row['acks_per_s'], ',.0f'):>7} {_fmt(row['cpu_percent'], '.1f'):>6} {_fmt(row['cpu_s_per_100k'], '.2f'):>10} {_fmt(row['frames_per_cpu_s'], ',.0f'):>12} "
               f"{_fmt(row['p50_ms'], '.2f'):>7} {_fmt(row['p99_ms'], '.2f'):>7} {_fmt(row['p999_ms'], '.2f'):>8} "
               f"{_fmt(row['peak_rss_mb'], '.0f'):>7} {peer_text:>21} {_fmt(row.get('loadavg_1m'), '.2f'):>7} "
-              f"{_fmt(row.get('runq_wait_percent'), '.0f'):>5} {'yes' if row['verified'] else 'NO'}"
-              f"{' STARVED' if (row.get('runq_wait_percent') or 0) > STARVED_WAIT_PERCENT else ''}")  # fmt: skip
+              f"{_fmt(row.get('runq_wait_percent'), '.0f'):>5} {_fmt(row.get('core_others_percent'), '.0f'):>6} "
+              f"{'yes' if row['verified'] else 'NO'}{' STARVED' if starved(row) else ''}")  # fmt: skip
     for name, values in summary["ratios"].items():
         parts = ", ".join(f"{key} {value:.2f}x" if value < 10 else f"{key} {value:.1f}x"
                           for key, value in values.items())  # fmt: skip

@@ -42,12 +42,19 @@ def test_an_idle_process_waits_for_no_cpu() -> None:
         proc.communicate(timeout=10)
 
 
-@pytest.mark.parametrize(("wait", "marked"), [(STARVED_WAIT_PERCENT + 1, True), (1.0, False)])
-def test_a_starved_row_is_marked(wait: float, marked: bool, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("wait", "others", "marked"),
+    [
+        (STARVED_WAIT_PERCENT + 1, STARVED_WAIT_PERCENT + 1, True),  # waited while other work had its core
+        (60.0, 1.0, False),  # waited behind its own threads: the core ran nothing else
+        (1.0, 50.0, False),  # others used the core's idle time: no harm done
+    ],
+)
+def test_a_starved_row_is_marked(wait: float, others: float, marked: bool, capsys: pytest.CaptureFixture[str]) -> None:
     row = {"contender": "bridge/kafka", "load": "5k", "frames_per_s": 4700.0, "acks_per_s": 30.0,
            "cpu_percent": 30.0, "cpu_s_per_100k": 6.4, "frames_per_cpu_s": 15000.0, "p50_ms": 55.0,
            "p99_ms": 460.0, "p999_ms": 670.0, "peak_rss_mb": 100.0, "loadavg_1m": 3.6,
            "peer_cpu_percent": {"sim": 15.0, "tansu": 4.0, "redis": 0.0}, "verified": True,
-           "runq_wait_percent": wait}  # fmt: skip
+           "runq_wait_percent": wait, "core_others_percent": others}  # fmt: skip
     print_table({"rows": [row], "ratios": {}, "paced": {}})
     assert ("STARVED" in capsys.readouterr().out) is marked
