@@ -147,6 +147,7 @@ class DeliveryBuffer:
         self._in_flight: _InFlight | None = None
         self._uncommitted: SpoolPosition | None = None  # an acknowledged position not yet committed
         self._write_error: str | None = None  # set while the spool's writes fail
+        self._commit_error: str | None = None  # set while its commits fail
         self._retry_at = float("-inf")
         self._retry_timer: asyncio.TimerHandle | None = None
         self._commit_at = float("-inf")
@@ -368,11 +369,11 @@ class DeliveryBuffer:
         try:
             spool.commit(pos)
         except OSError as exc:  # at-least-once holds: the position is committed with a later ack
-            logger.warning("the spool position %s cannot be committed yet: %s", pos, exc)
-            self._commit_at = self._clock() + RETRY_WRITE_S
+            if self._commit_error is None:  # said once per failure, not at every retry
+                logger.warning("the spool position %s cannot be committed yet: %s", pos, exc)
+            self._commit_error, self._commit_at = str(exc), self._clock() + RETRY_WRITE_S
             return
-        self._uncommitted = None
-        self._commit_at = self._clock() + COMMIT_INTERVAL_S
+        self._uncommitted, self._commit_error, self._commit_at = None, None, self._clock() + COMMIT_INTERVAL_S
         self._report_spool()
 
     def _commit_from_timer(self) -> None:

@@ -307,7 +307,8 @@ class Spool:
             self.sync()
 
     def _undo_append(self, start: SpoolPosition) -> None:
-        logger.error("spool append failed; cutting segments back to %s", start)
+        # the error propagates; its owner reports it (once per change, not per retry)
+        logger.debug("spool append failed; cutting segments back to %s", start)
         if self._writer is not None:
             try:
                 self._writer.close()

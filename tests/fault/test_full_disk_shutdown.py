@@ -125,7 +125,12 @@ def test_a_commit_a_full_disk_refused_is_made_by_a_later_acknowledgement(
     filler = fill(small_disk)
     with caplog.at_level(logging.WARNING):
         buffer.ack(buffer.take(10))  # everything acknowledged, but the commit file cannot be written
-    assert any("cannot be committed yet" in r.getMessage() for r in caplog.records)
+        for n in range(5):  # the disk stays full: later commits fail too, and are not logged again
+            now[0] += 1.0
+            buffer.put(order(100 + n))
+            buffer.ack(buffer.take(10))
+    assert sum("cannot be committed yet" in r.getMessage() for r in caplog.records) == 1
+    assert sum(r.levelno >= logging.ERROR for r in caplog.records) == 0, [r.getMessage() for r in caplog.records]
     filler.unlink()
     now[0] += 1.0
     buffer.put(order(3))
