@@ -10,6 +10,16 @@ import pytest
 
 from tests.fault.harness import BridgeProcess, TopicReader
 
+_HERE = Path(__file__).parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here is a fault run on real processes: marked ``fault``, its own step of ``.ci/run``."""
+    for item in items:
+        if _HERE in item.path.parents:
+            item.add_marker(pytest.mark.fault)
+
 
 @pytest.fixture
 def bridge_process(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], BridgeProcess]]:
