@@ -40,13 +40,11 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from bridge.delivery.market_queue import RIGHT_SIZE_AFTER_EVENTS, MarketDataQueue, is_older, right_sized
+from bridge.delivery.market_queue import MarketDataQueue, right_sized
 from bridge.delivery.observer import NULL_OBSERVER, DeliveryObserver
 from bridge.delivery.spool import Spool, SpoolPosition
 from bridge.events import EventClass
 from bridge.sinks.base import Record
-
-__all__ = ["RIGHT_SIZE_AFTER_EVENTS", "Batch", "DeliveryBuffer", "MarketDataQueue", "is_older", "right_sized"]
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 
 from bridge.codec import EnvelopeContext
-from bridge.delivery.buffer import MarketDataQueue
+from bridge.delivery.market_queue import MarketDataQueue
 from bridge.ingest.normalize.normalizer import Normalizer
 from bridge.pipeline import Pipeline
 from bridge.routing import Router

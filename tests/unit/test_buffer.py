@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.delivery.buffer import COMMIT_INTERVAL_S, Batch, DeliveryBuffer, MarketDataQueue
+from bridge.delivery.buffer import COMMIT_INTERVAL_S, Batch, DeliveryBuffer
+from bridge.delivery.market_queue import MarketDataQueue
 from bridge.delivery.observer import NullObserver
 from bridge.delivery.spool import Spool
 from bridge.events import EventClass
@@ -344,7 +345,7 @@ def test_a_backlogged_market_queue_keeps_about_a_kilobyte_per_quote_not_an_orjso
 
     import orjson
 
-    from bridge.delivery.buffer import MarketDataQueue
+    from bridge.delivery.market_queue import MarketDataQueue
     from bridge.sinks.base import Record as _Record
 
     queue = MarketDataQueue(20_001)
