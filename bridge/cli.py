@@ -407,7 +407,7 @@ async def _tail_async(settings: Settings, args: argparse.Namespace) -> int:
     source: Any  # an async generator of the sink adapter
     if settings.sink.kind == "kafka":
         from bridge.app import kafka_options
-        from bridge.sinks.kafka import read_topics
+        from bridge.sinks.kafka_tail import read_topics
 
         source = read_topics(kafka_options(settings), destinations, args.from_beginning)
         convert: Callable[[Any], tail.TailedEvent] = lambda record: tail.from_kafka(*record)  # noqa: E731

@@ -1,7 +1,7 @@
 """``ibkr-bridge tail``: consume the bridge's destinations and pretty-print each event.
 
 What a downstream user runs first. The broker-specific reading lives in the
-sink adapters (``read_topics`` in ``sinks/kafka.py``, ``read_streams`` in
+sink adapters (``read_topics`` in ``sinks/kafka_tail.py``, ``read_streams`` in
 ``sinks/redis.py``); this module filters and renders (pure).
 """
 

@@ -1,15 +1,18 @@
-"""Kafka sink: the only aiokafka user (with ``kafka_batch``, its record-batch encoder).
+"""Kafka sink: the only aiokafka user (with ``kafka_batch``, its record-batch encoder,
+``kafka_produce``, which ships the batches, and ``kafka_tail``, which reads topics back).
 
 A batch of records becomes one record batch per (topic, partition), encoded by
 our own :class:`~bridge.sinks.kafka_batch.RecordBatchBuilder` (the bytes the
 producer's ``create_batch()`` builder writes, at a fraction of the CPU: see
-``kafka_batch``) and shipped with ``send_batch()``: no await and no future per
-record. The partition of a key is the Java client's default
+``kafka_batch``): no await and no future per record. Without idempotence the
+batches of a publish go out as one hand-built ProduceRequest per leader
+(:class:`~bridge.sinks.kafka_produce.DirectProducer`); an idempotent sink hands
+them to aiokafka's sender with ``send_batch()``, which keeps the producer id
+and sequence numbers. The partition of a key is the Java client's default
 (``murmur2(key) & 0x7fffffff % partitions``) so other producers of the same
-keys agree. Batches of one partition are submitted in order and each
-partition has at most one batch in the accumulator at a time, so per-partition
-(and therefore per-key) order holds; ``publish`` returns only when every
-partition has acknowledged.
+keys agree. Each partition has at most one batch in flight at a time and a
+partition's batches go out in order, so per-partition (and therefore per-key)
+order holds; ``publish`` returns only when every partition has acknowledged.
 
 aiokafka's exceptions stop here: records refused for good (too large, unknown
 topic, authorization) raise :class:`SinkRejected` with the record's index, once the
@@ -26,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Literal
@@ -34,6 +37,7 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
@@ -42,19 +46,25 @@ from bridge.sinks.base import Record
 from bridge.sinks.kafka_batch import RecordBatchBuilder
 from bridge.sinks.kafka_headers import BinaryHeaderSection, Header, binary_headers, header_section
 from bridge.sinks.kafka_idempotence import check_idempotence
+from bridge.sinks.kafka_produce import DirectProducer, SenderProducer
 
 _log = logging.getLogger(__name__)
 
 Compression = Literal["none", "gzip", "lz4", "zstd", "snappy"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 HeaderMode = Literal["binary", "structured"]
+ProducePath = Literal["direct", "sender"]
 
 STRUCTURED_CONTENT_TYPE = b"application/cloudevents+json; charset=UTF-8"
 _HEADER_ALLOWANCE_BYTES = 4096  # headers are measured exactly only when a record is near the limit
 _PARTITION_CACHE_KEYS = 100_000  # per topic
 _TOPIC_EXISTS = 36
+_ACKS = {"all": -1, 1: 1, 0: 0}
+_METADATA_RETRY_S = 0.1  # aiokafka's retry_backoff_ms
+_Producer = DirectProducer | SenderProducer
 
 # --------------------------------------------------------------------------- partitioner
+
 
 def default_partition(key: bytes, partitions: int) -> int:
     """The Java client's partition for a keyed record: ``toPositive(murmur2(key)) % partitions``.
@@ -219,9 +229,14 @@ class KafkaSink:
 
     name = "kafka"
 
-    def __init__(self, options: KafkaSinkOptions) -> None:
+    def __init__(self, options: KafkaSinkOptions, *, path: ProducePath | None = None) -> None:
+        """``path``: ``direct`` (one hand-built request per broker per publish) or ``sender``
+        (aiokafka's); by default ``sender`` exactly when idempotent (see ``kafka_produce``)."""
         self._options = options
-        self._producer: Any = None
+        self._path: ProducePath = path or ("sender" if options.enable_idempotence else "direct")
+        if self._path == "direct" and options.enable_idempotence:
+            raise ValueError("the direct produce path does not do idempotence")
+        self._producer: _Producer | None = None
         self._partitions: dict[str, tuple[int, dict[bytes, int]]] = {}
         self._structured = options.header_mode == "structured"
         self._header_section = BinaryHeaderSection()
@@ -235,20 +250,29 @@ class KafkaSink:
     async def start(self) -> None:
         if self._producer is not None:
             return
-        producer = AIOKafkaProducer(**self._options.producer_kwargs())
+        options = self._options
+        if self._path == "sender":  # producer ids and sequences: aiokafka's sender (kafka_produce)
+            aiokafka_producer = AIOKafkaProducer(**options.producer_kwargs())
+            producer: _Producer = SenderProducer(aiokafka_producer)
+            connect, disconnect = aiokafka_producer.start, aiokafka_producer.stop
+        else:
+            client = AIOKafkaClient(**options.client_kwargs())
+            zstd = options.compression == "zstd"
+            producer = DirectProducer(client, _ACKS[options.acks], options.request_timeout_ms, zstd=zstd)
+            connect, disconnect = client.bootstrap, client.close
         try:
-            await producer.start()
-            if self._options.create_topics:
+            await connect()
+            if options.create_topics:
                 await self._create_topics()
         except BaseException as exc:
-            await producer.stop()
+            await disconnect()
             if isinstance(exc, kafka_errors.KafkaError):
-                if self._options.enable_idempotence:
-                    await check_idempotence(self._options.client_kwargs())  # a refusal is said once, here
+                if options.enable_idempotence:
+                    await check_idempotence(options.client_kwargs())  # a refusal is said once, here
                 raise translate(exc, None) from exc
             raise
         self._producer = producer
-        _log.info("kafka producer connected to %s", self._options.bootstrap_servers)
+        _log.info("kafka producer connected to %s", options.bootstrap_servers)
 
     async def publish(self, batch: Sequence[Record]) -> None:
         if not batch:
@@ -261,7 +285,8 @@ class KafkaSink:
             async with asyncio.timeout(deadline_s):
                 await self._publish(producer, batch)
         except TimeoutError as exc:
-            raise SinkUnavailable(f"kafka did not acknowledge within {deadline_s:.1f} s") from exc
+            why = f" (last: {producer.last_retry})" if producer.last_retry else ""
+            raise SinkUnavailable(f"kafka did not acknowledge within {deadline_s:.1f} s{why}") from exc
         self.last_ack_ns = time.time_ns()
 
     async def close(self) -> None:
@@ -279,37 +304,29 @@ class KafkaSink:
 
     # ----------------------------------------------------------------------- publish steps
 
-    async def _publish(self, producer: Any, batch: Sequence[Record]) -> None:
+    async def _publish(self, producer: _Producer, batch: Sequence[Record]) -> None:
         try:
             entries = self._entries(batch)
         except SinkRejected as refused:  # nothing sent yet: the records before it are delivered first,
             if refused.index:  # because a rejection promises them acknowledged (the publisher drops them)
                 await self._publish(producer, batch[: refused.index])
             raise
-        counts = {
-            topic: await self._partition_count(producer, topic, entries)
-            for topic in {entry[1] for entry in entries}
-        }
+        counts = {topic: await self._partition_count(producer.client, topic, entries)
+                  for topic in {entry[1] for entry in entries}}  # fmt: skip
         plan = self._plan(entries, counts)
-        futures: list[asyncio.Future[Any]] = []
-        try:
-            for part in plan:  # one at a time: on a failure, the futures sent so far are abandoned
-                sent = producer.send_batch(part.builder, part.topic, partition=part.partition)
-                futures.append(await sent)
-        except kafka_errors.KafkaError as exc:
-            _abandon(futures)
-            raise translate(exc, plan[len(futures)].indices[0]) from exc
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        failures = [(part, r) for part, r in zip(plan, results, strict=True) if isinstance(r, BaseException)]
+        failures = await producer.send(plan)
         if failures:
             part, error = min(failures, key=lambda f: f[0].indices[0])
             raise translate(error, self._blamed_index(part, error, batch)) from error
 
-    async def _partition_count(self, producer: Any, topic: str, entries: Sequence[_Entry]) -> int:
+    async def _partition_count(self, client: Any, topic: str, entries: Sequence[_Entry]) -> int:
+        partitions = client.cluster.partitions_for_topic(topic)  # known: no await
+        if partitions:
+            return len(partitions)
         try:
-            partitions = await producer.partitions_for(topic)
+            partitions = await self._wait_for_topic(client, topic)
         except kafka_errors.UnknownTopicOrPartitionError as exc:
-            if not await producer.client.force_metadata_update():
+            if not await client.force_metadata_update():
                 raise SinkUnavailable(f"kafka unreachable while looking up topic {topic!r}") from exc
             if topic in self._partitions or topic in self._options.create_topics:  # back from a stall
                 raise SinkUnavailable(f"kafka metadata is missing topic {topic!r}, which existed") from exc
@@ -317,6 +334,22 @@ class KafkaSink:
         except kafka_errors.KafkaError as exc:
             raise translate(exc, next(i for i, t, *_ in entries if t == topic)) from exc
         return len(partitions)
+
+    async def _wait_for_topic(self, client: Any, topic: str) -> set[int]:
+        """The partitions of a topic new to the metadata, refreshed until it shows up (what aiokafka's
+        producer does in ``partitions_for``); unknown after the request timeout: UnknownTopicOrPartition."""
+        client.add_topic(topic)
+        give_up = time.monotonic() + self._options.request_timeout_ms / 1000
+        while True:
+            await client.force_metadata_update()
+            partitions: set[int] | None = client.cluster.partitions_for_topic(topic)
+            if partitions:
+                return partitions
+            if topic in client.cluster.unauthorized_topics:
+                raise kafka_errors.TopicAuthorizationFailedError(topic)
+            if time.monotonic() > give_up:
+                raise kafka_errors.UnknownTopicOrPartitionError(topic)
+            await asyncio.sleep(_METADATA_RETRY_S)
 
     def _entries(self, batch: Sequence[Record]) -> list[_Entry]:
         """``(index, topic, key, value, headers)`` of every record, encoded once, then of its state copy."""
@@ -412,42 +445,3 @@ class KafkaSink:
                     raise SinkUnavailable(f"kafka could not create topic {topic!r}: {message}")
                 raise ConfigError([f"kafka.create_topics: {topic!r}: {error.__name__}: {message}"])
             _log.info("kafka topic %s %s", topic, "created" if code == 0 else "already exists")
-
-
-def _abandon(futures: Sequence[asyncio.Future[Any]]) -> None:
-    """Retrieve the outcome of batches nobody will await (they may still be delivered)."""
-    for future in futures:
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
-
-
-# --------------------------------------------------------------------------- reading back (ibkr-bridge tail)
-
-
-async def read_topics(
-    options: KafkaSinkOptions, topics: Sequence[str], from_beginning: bool = False
-) -> AsyncIterator[tuple[str, bytes, dict[str, str], bytes]]:
-    """Yield ``(topic, key, ce attributes, value)`` for every record of ``topics``.
-
-    Binary mode: the attributes come from the ``ce_*`` headers and the value is the data.
-    Structured mode: no ``ce_*`` headers; the value is the whole envelope.
-    """
-    from aiokafka import AIOKafkaConsumer
-
-    kwargs = options.client_kwargs()
-    reset = "earliest" if from_beginning else "latest"
-    consumer = AIOKafkaConsumer(*topics, auto_offset_reset=reset, enable_auto_commit=False, **kwargs)
-    try:
-        await consumer.start()
-    except kafka_errors.KafkaError as exc:
-        await consumer.stop()  # never left unclosed
-        raise SinkUnavailable(f"kafka unavailable at {options.bootstrap_servers}: {exc}") from exc
-    try:
-        async for message in consumer:
-            attributes = {
-                name[3:]: value.decode()
-                for name, value in message.headers or ()
-                if name.startswith("ce_") and isinstance(value, bytes)
-            }
-            yield message.topic, message.key or b"", attributes, message.value or b""  # tombstone: b""
-    finally:
-        await consumer.stop()

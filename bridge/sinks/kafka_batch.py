@@ -186,12 +186,14 @@ class RecordBatchBuilder:
         self._producer_epoch = producer_epoch
         self._base_sequence = base_sequence
 
-    def _build(self) -> bytearray:
-        """The batch on the wire; built once (aiokafka asks again when it retries a request)."""
+    def build(self) -> bytearray:
+        """The batch on the wire; built once (asked again when a request is retried)."""
         if self._buffer is None:
             self._buffer = self._encode()
             self._parts = []
         return self._buffer
+
+    _build = build  # the name aiokafka's sender calls
 
     def _encode(self) -> bytearray:
         records = b"".join(self._parts)

@@ -10,7 +10,10 @@ and 30 records per cycle (market-data-heavy records, 6 partitions, one cycle at 
 awaited to its acknowledgement as the publisher does), side by side in one run:
 
 - ``bridge kafka zstd`` / ``bridge kafka none``: :class:`~bridge.sinks.kafka.KafkaSink` as the
-  bridge runs it (its own record batches through aiokafka's ``send_batch``);
+  bridge runs it without idempotence (its own record batches, one hand-built ProduceRequest per
+  broker per cycle: ``kafka_produce.DirectProducer``);
+- ``bridge kafka sender``: the same sink and batches through aiokafka's accumulator and sender
+  (``send_batch``, ``kafka_produce.SenderProducer``), the path an idempotent sink takes, zstd;
 - ``aiokafka send``: aiokafka's own per-record path for the same records (``send`` per record, then
   every future awaited), no compression: what a plain aiokafka producer pays;
 - ``bridge redis``: :class:`~bridge.sinks.redis.RedisSink` (pipelined XADD).
@@ -35,6 +38,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from bridge.sinks.base import Record
+from bridge.sinks.kafka import KafkaSink
 from tests.bench.bench_sinks import brokers, build_records, kafka_sink, pin, redis_sink
 from tests.fixtures.brokers import create_topic
 
@@ -45,8 +49,16 @@ SIZES = (1, 6, 30)
 Publish = Callable[[Sequence[Record]], Awaitable[None]]
 
 
-async def _kafka_sink(address: str, compression: str, _redis: str) -> tuple[Publish, Callable[[], Awaitable[None]]]:
+async def _kafka_sink(
+    address: str, compression: str, _redis: str
+) -> tuple[Publish, Callable[[], Awaitable[None]]]:
     sink = kafka_sink(address, compression)
+    await sink.start()
+    return sink.publish, sink.close
+
+
+async def _sender_sink(address: str, _redis: str) -> tuple[Publish, Callable[[], Awaitable[None]]]:
+    sink = KafkaSink(kafka_sink(address, "zstd").options, path="sender")
     await sink.start()
     return sink.publish, sink.close
 
@@ -71,6 +83,7 @@ async def _redis_sink(_address: str, redis_url: str) -> tuple[Publish, Callable[
 CONTENDERS: dict[str, Callable[[str, str], Awaitable[tuple[Publish, Callable[[], Awaitable[None]]]]]] = {
     "bridge kafka zstd": lambda a, r: _kafka_sink(a, "zstd", r),
     "bridge kafka none": lambda a, r: _kafka_sink(a, "none", r),
+    "bridge kafka sender": _sender_sink,
     "aiokafka send": _aiokafka,
     "bridge redis": _redis_sink,
 }
@@ -79,7 +92,9 @@ CONTENDERS: dict[str, Callable[[str, str], Awaitable[tuple[Publish, Callable[[],
 async def measure(name: str, address: str, redis_url: str, size: int, cycles: int) -> dict[str, Any]:
     prefix = f"cycle.{name.replace(' ', '-')}.{size}.{time.monotonic_ns()}"
     needed = (cycles + 50) * size  # quotes only (90 % of the mix): one topic, keyed by conid
-    records = [r for r in build_records(needed * 12 // 10 + 100, prefix) if r.destination.endswith("marketdata.v1")]
+    records = [
+        r for r in build_records(needed * 12 // 10 + 100, prefix) if r.destination.endswith("marketdata.v1")
+    ]
     if "kafka" in name:
         await create_topic(address, records[0].destination, PARTITIONS)
     publish, close = await CONTENDERS[name](address, redis_url)
@@ -105,16 +120,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pin(os.getpid(), 0)
     rows: list[dict[str, Any]] = []
-    print(f"{'contender':<18} {'records':>7} {'CPU µs/cycle':>12} {'wall µs/cycle':>13} {'CPU µs/record':>13}")
+    print(
+        f"{'contender':<19} {'records':>7} {'CPU µs/cycle':>12} {'wall µs/cycle':>13} {'CPU µs/record':>13}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-cycle-") as tmp, brokers(Path(tmp)) as (kafka, redis):
         for size in SIZES:
             for name in CONTENDERS:  # contenders alternate within each size: the same minute of the machine
                 row = asyncio.run(measure(name, kafka.address, redis.address, size, args.cycles))
                 rows.append(row)
-                print(f"{name:<18} {size:>7} {row['cpu_us_per_cycle']:>12,.0f} {row['wall_us_per_cycle']:>13,.0f} "
+                print(f"{name:<19} {size:>7} {row['cpu_us_per_cycle']:>12,.0f} {row['wall_us_per_cycle']:>13,.0f} "
                       f"{row['cpu_us_per_record']:>13,.0f}", flush=True)  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"cpu_model": _cpu_model(), "loadavg": os.getloadavg(), "rows": rows}, indent=2))
+    args.out.write_text(
+        json.dumps({"cpu_model": _cpu_model(), "loadavg": os.getloadavg(), "rows": rows}, indent=2)
+    )
     print(f"results written to {args.out}")
     return 0
 

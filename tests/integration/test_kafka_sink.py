@@ -35,12 +35,16 @@ def new_topic() -> str:
     return f"test.{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture
-async def sink_factory() -> AsyncIterator[Callable[[KafkaSinkOptions], KafkaSink]]:
+@pytest.fixture(params=["direct", "sender"])
+async def sink_factory(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Callable[[KafkaSinkOptions], KafkaSink]]:
+    """Sinks on both produce paths: the hand-built requests, and aiokafka's sender (which idempotent
+    sinks take; the test broker refuses idempotence, so here without it)."""
     sinks: list[KafkaSink] = []
 
     def make(opts: KafkaSinkOptions) -> KafkaSink:
-        sinks.append(KafkaSink(opts))
+        sinks.append(KafkaSink(opts, path=request.param))
         return sinks[-1]
 
     yield make
@@ -129,9 +133,7 @@ async def test_batches_larger_than_one_producer_batch_keep_every_record_in_order
 
     consumed = await consume_topic(kafka_broker, topic, len(records))
 
-    assert ids_by_key(consumed) == {
-        k: [r.id for r in records if r.key == k] for k in (b"1", b"2", b"3")
-    }
+    assert ids_by_key(consumed) == {k: [r.id for r in records if r.key == k] for k in (b"1", b"2", b"3")}
 
 
 async def test_an_oversized_record_is_rejected_with_its_index_once_the_records_before_it_are_written(

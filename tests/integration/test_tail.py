@@ -13,7 +13,8 @@ from bridge import tail
 from bridge.codec import EnvelopeContext, encode
 from bridge.events import Execution, Order, Quote
 from bridge.routing import Router
-from bridge.sinks.kafka import KafkaSink, KafkaSinkOptions, read_topics
+from bridge.sinks.kafka import KafkaSink, KafkaSinkOptions
+from bridge.sinks.kafka_tail import read_topics
 from bridge.sinks.redis import RedisSink, RedisSinkOptions, read_streams
 
 NOW_NS = 1_777_000_000_000_000_000
