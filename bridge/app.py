@@ -200,6 +200,7 @@ class Bridge:
             ConnectionSettings(
                 ws_url=gateway.ws_url, insecure_tls=gateway.insecure_tls, ca_file=ca_file,
                 compete=gateway.compete, session_id=secret(gateway.session, gateway.session_file),
+                read_pace_s=gateway.read_pace_ms / 1000,
             ),
         )
         self.admin = BridgeAdmin(

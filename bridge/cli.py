@@ -17,6 +17,7 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from bridge import runtime
 from bridge.asyncapi_cli import add_asyncapi_command
 
 if TYPE_CHECKING:
@@ -273,7 +274,7 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return config_failure("run", exc)
     configure_logging(settings.logging.level, settings.logging.format)
-    return asyncio.run(_serve(settings))
+    return runtime.run(_serve(settings), settings.event_loop)
 
 
 async def _serve(settings: Settings) -> int:

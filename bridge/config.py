@@ -82,6 +82,8 @@ class GatewaySettings(_Section):
     oauth_file: Path | None = None  # mode oauth: the key set (oauth.json, ibind's OAuth1aConfig names)
     compete: bool = False  # ssodh/init takes the brokerage session over from another login
     account: str | None = None  # default account for ssd/sld/sbd; else the gateway's selected account
+    # while frames trickle, the socket is read at most this often (README: Latency and CPU); 0: at once
+    read_pace_ms: float = Field(5.0, ge=0, le=100)
     # smh startTime carries no zone; the live frames read consistently only as UTC
     # (bridge.ingest.normalize.history)
     bars_time_zone: str = "UTC"
@@ -285,7 +287,7 @@ class DeliverySettings(_Section):
     max_market_data_events: int = Field(50_000, ge=1)
     max_critical_events: int = Field(100_000, ge=1)  # held in memory; each is in the spool first (README)
     max_batch_events: int = Field(2_000, ge=1)
-    linger_ms: float = Field(5.0, ge=0, le=1_000)  # publish cadence while frames trickle (README)
+    linger_ms: float = Field(0.0, ge=0, le=1_000)  # publish cadence; the gateway read pace batches (README)
     drain_timeout_s: float = Field(10.0, ge=0)
     spool_dir: Path = Path("spool")
     spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
@@ -335,6 +337,7 @@ class Settings(_Section):
     admin: AdminSettings = AdminSettings()
     logging: LogSettings = LogSettings()
     instance: str = "ibkr-bridge"
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"  # bridge/runtime.py: uvloop's costs less CPU
 
     @field_validator("session")
     @classmethod

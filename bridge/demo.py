@@ -30,6 +30,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from bridge import runtime
 from bridge.app import Bridge
 from bridge.config import load_settings
 from bridge.sim.config import SimConfig
@@ -332,6 +333,6 @@ def main(duration_s: float | None) -> int:
     # aiokafka logs every failed connection attempt while the broker stops; the demo's own view says it all.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
-        return asyncio.run(run_demo(duration_s, console))
+        return runtime.run(run_demo(duration_s, console))  # the loop `run` uses by default
     except KeyboardInterrupt:
         return 0

@@ -49,7 +49,7 @@ from bridge.sinks.base import Record, Sink
 logger = logging.getLogger(__name__)
 
 PACE_WAIT_S = 0.05
-DEFAULT_LINGER_MS = 5.0  # see the README: p99 latency +~5 ms against a publish cycle per frame
+DEFAULT_LINGER_MS = 0.0  # the gateway connection's read pace batches a trickle already (README)
 PACE_BATCHES = 2  # the reader yields to the publisher once this many full batches wait
 
 

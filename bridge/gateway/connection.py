@@ -59,6 +59,10 @@ _NS_PER_S = 1_000_000_000
 
 
 _TEXT = WSMsgType.TEXT
+# A read that brought fewer messages than this is a trickle: the socket rests for the read pace
+# (``read_pace_s``) before it is read again. A larger one means frames arrive faster than they are
+# handled: reading goes straight on.
+PACED_BELOW = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,7 @@ class ConnectionSettings:
     reconcile_trades_days: int | None = None
     max_timer_sleep_s: float = 1.0  # bound on how late a newly earlier deadline is noticed
     max_batch_frames: int = 256  # frames handled before the reader yields to the other tasks
+    read_pace_s: float = 0.005  # after a small read, the socket rests until this long after it began
     compete: bool = False  # ssodh/init takes the brokerage session over from another login
     session_id: str | None = field(default=None, repr=False)  # overrides the /tickle session id
 
@@ -248,8 +253,12 @@ class GatewayConnection:
         await self._flush()
         timers = asyncio.create_task(self._run_timers())
         try:
+            pace_s, loop = self.settings.read_pace_s, asyncio.get_running_loop()
             while messages := await inbox.take():
+                began = loop.time()
                 await self._receive(messages)
+                if pace_s and len(messages) < PACED_BELOW:  # a trickle: read again in a moment, all at once
+                    await inbox.rest(began + pace_s)
         finally:
             timers.cancel()
             self._ws = None

@@ -31,6 +31,9 @@ class Inbox(WSListener):
     ``max_unsent_bytes`` wait in the socket's write buffer (the peer is not reading), a ping goes
     unanswered and is counted; a peer that keeps it that way for ``write_stall_s`` is disconnected.
     A gateway flooding pings without reading our pongs can no longer grow our memory.
+
+    :meth:`rest` stops reading for a moment (the read cadence): frames that trickle in meanwhile
+    wait in the kernel's socket buffer and are read, decrypted and handled together afterwards.
     """
 
     def __init__(
@@ -50,7 +53,8 @@ class Inbox(WSListener):
         self._max_message_bytes = max_message_bytes
         self._pause_at = pause_at
         self._transport: WSTransport | None = None
-        self._paused = False
+        self._paused = False  # backpressure: too many messages waiting
+        self._resting = False  # the read cadence (rest)
         self._waiter: asyncio.Future[None] | None = None
         self._parts: list[bytes] | None = None  # a fragmented message being reassembled
         self._parts_bytes = 0
@@ -77,7 +81,8 @@ class Inbox(WSListener):
             return  # PONG: consumed by picows (its auto-ping)
         if len(self.messages) >= self._pause_at and not self._paused:
             self._paused = True
-            transport.underlying_transport.pause_reading()
+            if not self._resting:  # resting: reading is paused already, and stays so once it ends
+                transport.underlying_transport.pause_reading()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -137,8 +142,27 @@ class Inbox(WSListener):
         messages, self.messages = self.messages, []
         if self._paused and self._transport is not None:
             self._paused = False
-            self._transport.underlying_transport.resume_reading()
+            if not self._resting:
+                self._transport.underlying_transport.resume_reading()
         return messages
+
+    async def rest(self, until: float) -> None:
+        """Read nothing from the socket until loop time ``until`` (what arrives meanwhile waits in
+        the kernel's buffer, or in the TLS layer's); no-op once disconnected or past ``until``."""
+        transport, loop = self._transport, asyncio.get_running_loop()
+        delay_s = until - loop.time()
+        if transport is None or self.disconnected or delay_s <= 0:
+            return
+        underlying = transport.underlying_transport
+        if not self._paused:
+            underlying.pause_reading()
+        self._resting = True
+        try:
+            await asyncio.sleep(delay_s)
+        finally:
+            self._resting = False
+            if not self._paused and not self.disconnected:
+                underlying.resume_reading()
 
 
 def close_code(code: object) -> int:

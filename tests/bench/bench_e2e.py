@@ -7,7 +7,7 @@
     .venv/bin/python -m tests.bench.bench_e2e --peer-nice -10 --contender-nice -10
     # where the CPU goes, by stage (py-spy): DIR/<contender>.<load>.txt and .stages.json
     .venv/bin/python -m tests.bench.bench_e2e --only bridge/kafka --loads 1k --profile DIR
-    # two versions of the bridge, same harness: --bridge-checkout OTHER_CHECKOUT; another linger: --linger-ms 2
+    # two versions of the bridge, same harness: --bridge-checkout OTHER_CHECKOUT; another linger: --linger-ms 2, read pace: --read-pace-ms 0
 
 Contenders, each in its own process pinned to CPU 0, all reading the same simulator
 (``python -m bridge.sim``, TLS on like the real gateway, burst mode ``--rate N``) for the same
@@ -116,6 +116,7 @@ class Run:
     work: Path
     checkout: Path | None = None  # another checkout to run the bridge from
     linger_ms: float | None = None  # the bridge's delivery.linger_ms; None: its default
+    read_pace_ms: float | None = None  # the bridge's gateway.read_pace_ms; None: its default
     peer_nice: int = 0  # scheduling priority of the simulator (the brokers get theirs at start)
     contender_nice: int = 0  # and of the contender
 
@@ -181,6 +182,8 @@ def bridge_config(run: Run, sim: SimProcess, brokers: Brokers) -> Path:
     }
     if run.linger_ms is not None:
         config["delivery"]["linger_ms"] = run.linger_ms
+    if run.read_pace_ms is not None:
+        config["gateway"]["read_pace_ms"] = run.read_pace_ms
     path = run.work / "bridge.yaml"
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
     return path
@@ -324,6 +327,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--bridge-checkout", type=Path, default=None,
         help="run the bridge contenders from another checkout of the project (to compare two versions)")
     add("--linger-ms", type=float, default=None, help="the bridge's delivery.linger_ms (default: its own)")
+    add("--read-pace-ms", type=float, default=None, help="the bridge's gateway.read_pace_ms (default: its own)")
     add("--peer-nice", type=int, default=0,
         help="nice value of the simulator and the brokers, e.g. -10 (root), on a busy shared machine")
     add("--contender-nice", type=int, default=0,
@@ -353,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                 for repeat in range(args.repeats):
                     name = f"e2e.{stamp}.{contender.replace('/', '-')}.{load}.{repeat}"
                     run = Run(contender, load, name, warmup_s, seconds, Path(tmp) / name, args.bridge_checkout,
-                              args.linger_ms, args.peer_nice, args.contender_nice)  # fmt: skip
+                              args.linger_ms, args.read_pace_ms, args.peer_nice, args.contender_nice)  # fmt: skip
                     result = run_once(run, brokers, args.profile)
                     runs.append(result)
                     print(f"  {contender:<13} {load:>5}  {result['frames_per_s']:>9,.0f} frames/s  "
@@ -366,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": host, "quick": args.quick, "conids": len(CONIDS), "fields": FIELDS,
                                     "bridge_checkout": str(args.bridge_checkout or Path.cwd()),
-                                    "linger_ms": args.linger_ms, "peer_nice": args.peer_nice,
+                                    "linger_ms": args.linger_ms, "read_pace_ms": args.read_pace_ms,
+                                    "peer_nice": args.peer_nice,
                                     "contender_nice": args.contender_nice,
                                     "summary": summary, "runs": runs}, indent=2))  # fmt: skip
     print(f"results written to {args.out}")

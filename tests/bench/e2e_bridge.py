@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+from bridge import runtime
 from bridge.app import Bridge
 from bridge.config import load_settings
 from bridge.events import Quote
@@ -63,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     pin_self(args.cpu)
     meter = Meter(args.warmup_s, args.seconds, args.latency, marker=args.out.with_suffix(".open"))
-    extra = asyncio.run(serve(args.config, meter))
+    extra = runtime.run(serve(args.config, meter), load_settings(args.config).event_loop)  # as `run` does
     write_result(args.out, meter.result(**extra))
 
 

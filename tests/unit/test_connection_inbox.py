@@ -104,6 +104,49 @@ async def test_reading_pauses_at_the_limit_and_resumes_when_the_serve_loop_takes
     assert t.underlying_transport.resumed == 1 and box.messages == []
 
 
+async def test_a_rest_stops_reading_until_its_deadline_and_keeps_what_arrives_meanwhile() -> None:
+    box, t = inbox()
+    loop = asyncio.get_running_loop()
+    until = loop.time() + 0.02
+    resting = asyncio.create_task(box.rest(until))
+    await asyncio.sleep(0)
+    assert (t.underlying_transport.paused, t.underlying_transport.resumed) == (1, 0)
+    feed(box, t, frame(WSMsgType.TEXT, b"in the TLS layer already"))  # read before the pause took hold
+    await resting
+    assert loop.time() >= until
+    assert (t.underlying_transport.paused, t.underlying_transport.resumed) == (1, 1)
+    assert await box.take() == [b"in the TLS layer already"]
+
+
+async def test_a_rest_past_its_deadline_or_after_the_drop_does_not_touch_the_socket() -> None:
+    box, t = inbox()
+    await box.rest(asyncio.get_running_loop().time() - 1)
+    box.on_ws_disconnected(t)  # type: ignore[arg-type]
+    await box.rest(asyncio.get_running_loop().time() + 10)  # returns at once
+    assert (t.underlying_transport.paused, t.underlying_transport.resumed) == (0, 0)
+
+
+async def test_backpressure_during_a_rest_keeps_reading_paused_until_the_serve_loop_takes() -> None:
+    box, t = inbox(pause_at=2)
+    resting = asyncio.create_task(box.rest(asyncio.get_running_loop().time() + 0.01))
+    await asyncio.sleep(0)
+    feed(box, t, *(frame(WSMsgType.TEXT, b"%d" % i) for i in range(3)))  # past pause_at while resting
+    await resting
+    assert (t.underlying_transport.paused, t.underlying_transport.resumed) == (1, 0)  # still paused
+    assert await box.take() == [b"0", b"1", b"2"]
+    assert t.underlying_transport.resumed == 1
+
+
+async def test_a_rest_while_paused_by_backpressure_leaves_the_socket_to_the_serve_loop() -> None:
+    box, t = inbox(pause_at=2)
+    feed(box, t, *(frame(WSMsgType.TEXT, b"%d" % i) for i in range(2)))
+    assert t.underlying_transport.paused == 1
+    await box.rest(asyncio.get_running_loop().time() + 0.01)
+    assert (t.underlying_transport.paused, t.underlying_transport.resumed) == (1, 0)
+    assert await box.take() == [b"0", b"1"]
+    assert t.underlying_transport.resumed == 1
+
+
 async def test_take_waits_for_a_message_and_returns_empty_once_disconnected_and_drained() -> None:
     box, t = inbox()
     waiting = asyncio.create_task(box.take())
