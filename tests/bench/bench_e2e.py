@@ -7,7 +7,7 @@
     .venv/bin/python -m tests.bench.bench_e2e --peer-nice -10 --contender-nice -10
     # where the CPU goes, by stage (py-spy): DIR/<contender>.<load>.txt and .stages.json
     .venv/bin/python -m tests.bench.bench_e2e --only bridge/kafka --loads 1k --profile DIR
-    # two versions of the bridge, same harness: --bridge-checkout OTHER_CHECKOUT; another linger: --linger-ms 2, read pace: --read-pace-ms 0
+    # two versions of the bridge alternating in one run: --previous OTHER_CHECKOUT (or --bridge-checkout: instead); another linger: --linger-ms 2, read pace: --read-pace-ms 0
 
 Contenders, each in its own process pinned to CPU 0, all reading the same simulator
 (``python -m bridge.sim``, TLS on like the real gateway, burst mode ``--rate N``) for the same
@@ -73,7 +73,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,11 @@ class Run:
     @property
     def rate(self) -> int:
         return LOADS[self.load]
+
+    @property
+    def is_bridge(self) -> bool:
+        """The bridge, from this checkout (``bridge/*``) or from ``--previous`` (``previous/*``)."""
+        return self.contender.split("/")[0] in ("bridge", "previous")
 
     @property
     def latency(self) -> bool:
@@ -192,7 +197,7 @@ def bridge_config(run: Run, sim: SimProcess, brokers: Brokers) -> Path:
 def contender_argv(run: Run, sim: SimProcess, brokers: Brokers, out: Path) -> list[str]:
     common = ["--out", str(out), "--warmup-s", str(run.warmup_s), "--seconds", str(run.seconds),
               "--cpu", str(CONTENDER_CPU)] + (["--latency"] if run.latency else [])  # fmt: skip
-    if run.contender.startswith("bridge/"):
+    if run.is_bridge:
         return [sys.executable, "-m", "tests.bench.e2e_bridge", "--config", str(bridge_config(run, sim, brokers)),
                 *common]  # fmt: skip
     module = {"tutorial": "tests.bench.e2e_tutorial", "ibind": "tests.bench.e2e_ibind",
@@ -219,10 +224,10 @@ def run_once(run: Run, brokers: Brokers, profile: Path | None = None) -> dict[st
     profiler: subprocess.Popen[bytes] | None = None
     stages: dict[str, float] | None = None
     try:
-        if not run.contender.startswith("bridge/"):
+        if not run.is_bridge:
             asyncio.run(create_topic(brokers.kafka.address, run.topic, PARTITIONS))
         log = (run.work / "contender.log").open("wb")
-        cwd = run.checkout if run.contender.startswith("bridge/") else None  # python -m imports from cwd first
+        cwd = run.checkout if run.is_bridge else None  # python -m imports from cwd first
         proc = subprocess.Popen(contender_argv(run, sim, brokers, out), stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=cwd)  # fmt: skip
         renice(proc.pid, run.contender_nice)  # before it starts threads (they inherit it)
@@ -268,7 +273,7 @@ def _tail(path: Path) -> str:
 
 async def count_stored(run: Run, brokers: Brokers, expected: int) -> int:
     """Records of the run's topic or stream, read back from the broker (end offsets run short)."""
-    if run.contender == "bridge/redis":
+    if run.is_bridge and run.contender.endswith("/redis"):
         import redis.asyncio as aioredis
 
         client = aioredis.Redis.from_url(brokers.redis.address)
@@ -315,6 +320,18 @@ def machine() -> dict[str, Any]:
             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
 
 
+def schedule(contenders: Sequence[str], repeats: int, previous: bool) -> list[tuple[str, int]]:
+    """The runs of one load in order: each contender's repeats in turn; with ``--previous``, each
+    bridge run follows the previous version's of the same sink and repeat, so the two alternate."""
+    order = []
+    for contender in contenders:
+        for repeat in range(repeats):
+            if previous and contender.startswith("bridge/"):
+                order.append((contender.replace("bridge/", "previous/"), repeat))
+            order.append((contender, repeat))
+    return order
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_e2e", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -326,6 +343,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--profile", type=Path, default=None, help="py-spy each contender's window into this directory")
     add("--bridge-checkout", type=Path, default=None,
         help="run the bridge contenders from another checkout of the project (to compare two versions)")
+    add("--previous", type=Path, default=None,
+        help="another checkout of the project: its bridge runs as previous/kafka and previous/redis, "
+             "alternating with this one's at every load and repeat (before/after in one run)")
     add("--linger-ms", type=float, default=None, help="the bridge's delivery.linger_ms (default: its own)")
     add("--read-pace-ms", type=float, default=None, help="the bridge's gateway.read_pace_ms (default: its own)")
     add("--peer-nice", type=int, default=0,
@@ -353,23 +373,24 @@ def main(argv: list[str] | None = None) -> int:
         renice(brokers.kafka.process.pid, args.peer_nice)
         renice(brokers.redis.process.pid, args.peer_nice)
         for load in args.loads or LOADS:
-            for contender in args.only or CONTENDERS:
-                for repeat in range(args.repeats):
-                    name = f"e2e.{stamp}.{contender.replace('/', '-')}.{load}.{repeat}"
-                    run = Run(contender, load, name, warmup_s, seconds, Path(tmp) / name, args.bridge_checkout,
-                              args.linger_ms, args.read_pace_ms, args.peer_nice, args.contender_nice)  # fmt: skip
-                    result = run_once(run, brokers, args.profile)
-                    runs.append(result)
-                    print(f"  {contender:<13} {load:>5}  {result['frames_per_s']:>9,.0f} frames/s  "
-                          f"{result['cpu_percent']:5.1f} % of a core  stored {result['stored']:,} "
-                          f"of {result['acked_total']:,} acked  (load average {result['loadavg'][0]:.2f})",
-                          flush=True)  # fmt: skip
+            for contender, repeat in schedule(args.only or CONTENDERS, args.repeats, args.previous is not None):
+                name = f"e2e.{stamp}.{contender.replace('/', '-')}.{load}.{repeat}"
+                checkout = args.previous if contender.startswith("previous/") else args.bridge_checkout
+                run = Run(contender, load, name, warmup_s, seconds, Path(tmp) / name, checkout,
+                          args.linger_ms, args.read_pace_ms, args.peer_nice, args.contender_nice)  # fmt: skip
+                result = run_once(run, brokers, args.profile)
+                runs.append(result)
+                print(f"  {contender:<14} {load:>5}  {result['frames_per_s']:>9,.0f} frames/s  "
+                      f"{result['cpu_percent']:5.1f} % of a core  stored {result['stored']:,} "
+                      f"of {result['acked_total']:,} acked  (load average {result['loadavg'][0]:.2f})",
+                      flush=True)  # fmt: skip
     summary = summarize(runs)
     print_table(summary)
     host["loadavg_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": host, "quick": args.quick, "conids": len(CONIDS), "fields": FIELDS,
                                     "bridge_checkout": str(args.bridge_checkout or Path.cwd()),
+                                    "previous": str(args.previous) if args.previous else None,
                                     "linger_ms": args.linger_ms, "read_pace_ms": args.read_pace_ms,
                                     "peer_nice": args.peer_nice,
                                     "contender_nice": args.contender_nice,

@@ -41,7 +41,9 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-_DISPATCH = ("Handle._run ", "_run_once ", "BaseEventLoop._run_once ")  # the loop calling a callback
+# the loop calling a callback: asyncio's dispatch frames; uvloop calls callbacks from C, right under
+# the ``Runner.run`` frame (a sample with nothing under it is uvloop's own work)
+_DISPATCH = ("Handle._run ", "_run_once ", "BaseEventLoop._run_once ", "Runner.run (asyncio/runners.py")
 
 
 def start_profiler(pid: int, seconds: float, out_dir: Path, name: str) -> subprocess.Popen[bytes]:

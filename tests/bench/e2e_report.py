@@ -64,7 +64,8 @@ def paced_ratios(table: list[dict[str, Any]]) -> dict[str, Any]:
             if mine is None:
                 continue
             entry: dict[str, Any] = {"cpu_percent": mine["cpu_percent"]}
-            for other, name in (("tutorial", "tutorial"), ("bare/kafka", "bare")):
+            previous = bridge.replace("bridge/", "previous/")  # bench_e2e --previous
+            for other, name in (("tutorial", "tutorial"), ("bare/kafka", "bare"), (previous, "previous")):
                 theirs = cells.get((other, load))
                 if theirs is not None and theirs["cpu_percent"]:
                     entry[f"cpu_vs_{name}"] = mine["cpu_percent"] / theirs["cpu_percent"]
@@ -80,7 +81,7 @@ def ratios(table: list[dict[str, Any]]) -> dict[str, Any]:
     burst = {row["contender"]: row for row in table if row["load"] == "burst"}
     bridge = burst.get("bridge/kafka")
     out: dict[str, Any] = {}
-    for contender, name in BASELINES.items():
+    for contender, name in {**BASELINES, "previous/kafka": "bridge/previous"}.items():
         other = burst.get(contender)
         if bridge is None or other is None:
             continue
@@ -94,7 +95,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def print_table(summary: dict[str, Any]) -> None:
-    header = (f"{'contender':<13} {'load':>5} {'frames/s':>9} {'acks/s':>7} {'% core':>6} {'CPU-s/100k':>10} {'frames/CPU-s':>12} "
+    header = (f"{'contender':<14} {'load':>5} {'frames/s':>9} {'acks/s':>7} {'% core':>6} {'CPU-s/100k':>10} {'frames/CPU-s':>12} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} {'RSS MB':>7} {'sim/tansu/redis CPU%':>21} "
               f"{'loadavg':>7} {'wait%':>5} {'other%':>6} ok")  # fmt: skip
     print(header)
@@ -102,7 +103,7 @@ def print_table(summary: dict[str, Any]) -> None:
     for row in summary["rows"]:
         peers = row["peer_cpu_percent"]
         peer_text = "/".join(f"{peers[name]:.0f}" for name in ("sim", "tansu", "redis"))
-        print(f"{row['contender']:<13} {row['load']:>5} {_fmt(row['frames_per_s'], ',.0f'):>9} "
+        print(f"{row['contender']:<14} {row['load']:>5} {_fmt(row['frames_per_s'], ',.0f'):>9} "
               f"{_fmt(row['acks_per_s'], ',.0f'):>7} {_fmt(row['cpu_percent'], '.1f'):>6} {_fmt(row['cpu_s_per_100k'], '.2f'):>10} {_fmt(row['frames_per_cpu_s'], ',.0f'):>12} "
               f"{_fmt(row['p50_ms'], '.2f'):>7} {_fmt(row['p99_ms'], '.2f'):>7} {_fmt(row['p999_ms'], '.2f'):>8} "
               f"{_fmt(row['peak_rss_mb'], '.0f'):>7} {peer_text:>21} {_fmt(row.get('loadavg_1m'), '.2f'):>7} "
