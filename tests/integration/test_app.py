@@ -103,7 +103,9 @@ async def test_the_competing_gauge_stays_up_for_the_whole_competing_session(
         text = (await get(bridge, "/metrics"))[1]
         samples.append((metric(text, "ibkr_bridge_gateway_competing"), metric(text, "ibkr_bridge_gateway_authenticated")))
         await asyncio.sleep(0.2)
-    assert len(samples) >= 3 and set(samples) == {(1.0, 0.0)}
+    if samples[-1] == (0.0, 1.0):  # caught mid-recovery: authenticated again, the socket not yet resubscribed
+        samples.pop()
+    assert len(samples) >= 3 and set(samples) == {(1.0, 0.0)}  # competing never drops while unauthenticated
     await eventually(lambda: metric(bridge.admin.render_metrics().decode(), "ibkr_bridge_gateway_competing") == 0)
 
 
