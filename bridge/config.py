@@ -82,7 +82,7 @@ class GatewaySettings(_Section):
     oauth_file: Path | None = None  # mode oauth: the key set (oauth.json, ibind's OAuth1aConfig names)
     compete: bool = False  # ssodh/init takes the brokerage session over from another login
     account: str | None = None  # default account for ssd/sld/sbd; else the gateway's selected account
-    # while frames trickle, the socket is read at most this often (README: Latency and CPU); 0: at once
+    # while frames trickle, the socket is read at most this often (README: Delivery); 0: at once
     read_pace_ms: float = Field(5.0, ge=0, le=100)
     # smh startTime carries no zone; the live frames read consistently only as UTC
     # (bridge.ingest.normalize.history)

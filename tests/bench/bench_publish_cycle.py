@@ -38,7 +38,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from bridge.sinks.base import Record
-from bridge.sinks.kafka import KafkaSink
+from bridge.sinks.kafka import ProducePath
 from tests.bench.bench_sinks import brokers, build_records, kafka_sink, pin, redis_sink
 from tests.fixtures.brokers import create_topic
 
@@ -50,15 +50,9 @@ Publish = Callable[[Sequence[Record]], Awaitable[None]]
 
 
 async def _kafka_sink(
-    address: str, compression: str, _redis: str
+    address: str, compression: str, path: ProducePath | None = None
 ) -> tuple[Publish, Callable[[], Awaitable[None]]]:
-    sink = kafka_sink(address, compression)
-    await sink.start()
-    return sink.publish, sink.close
-
-
-async def _sender_sink(address: str, _redis: str) -> tuple[Publish, Callable[[], Awaitable[None]]]:
-    sink = KafkaSink(kafka_sink(address, "zstd").options, path="sender")
+    sink = kafka_sink(address, compression, path=path)
     await sink.start()
     return sink.publish, sink.close
 
@@ -81,9 +75,9 @@ async def _redis_sink(_address: str, redis_url: str) -> tuple[Publish, Callable[
 
 
 CONTENDERS: dict[str, Callable[[str, str], Awaitable[tuple[Publish, Callable[[], Awaitable[None]]]]]] = {
-    "bridge kafka zstd": lambda a, r: _kafka_sink(a, "zstd", r),
-    "bridge kafka none": lambda a, r: _kafka_sink(a, "none", r),
-    "bridge kafka sender": _sender_sink,
+    "bridge kafka zstd": lambda a, _r: _kafka_sink(a, "zstd"),
+    "bridge kafka none": lambda a, _r: _kafka_sink(a, "none"),
+    "bridge kafka sender": lambda a, _r: _kafka_sink(a, "zstd", "sender"),
     "aiokafka send": _aiokafka,
     "bridge redis": _redis_sink,
 }

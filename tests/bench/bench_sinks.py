@@ -33,7 +33,7 @@ from bridge.codec import EnvelopeContext, encode
 from bridge.events import Execution, Order, Quote, Scalar
 from bridge.routing import Router
 from bridge.sinks.base import Record
-from bridge.sinks.kafka import KafkaSink, KafkaSinkOptions
+from bridge.sinks.kafka import KafkaSink, KafkaSinkOptions, ProducePath
 from bridge.sinks.redis import RedisSink, RedisSinkOptions
 from tests.fixtures.brokers import ServerProcess, start_kafka_broker, start_redis_server
 
@@ -181,10 +181,11 @@ def state_of(prefix: str) -> tuple[tuple[str, str], ...]:
     return tuple((f"{prefix}.{family}.v1", f"{prefix}.state.{family}.v1") for family in ("marketdata", "orders"))
 
 
-def kafka_sink(bootstrap: str, compression: str, state: tuple[tuple[str, str], ...] = ()) -> KafkaSink:
+def kafka_sink(bootstrap: str, compression: str, state: tuple[tuple[str, str], ...] = (),
+               path: ProducePath | None = None) -> KafkaSink:  # fmt: skip
     options = KafkaSinkOptions(bootstrap_servers=bootstrap, enable_idempotence=False, compression=compression,  # type: ignore[arg-type]
                                state_topics=state)  # fmt: skip
-    return KafkaSink(options)
+    return KafkaSink(options, path=path)
 
 
 def redis_sink(url: str, maxlen: int | None, state: tuple[tuple[str, str], ...] = ()) -> RedisSink:
